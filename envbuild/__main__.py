@@ -1,0 +1,7 @@
+"""``python -m envbuild``."""
+
+import sys
+
+from envbuild.cli import main
+
+sys.exit(main())

@@ -1,0 +1,59 @@
+"""The ``envbuild`` command: argument parsing, dispatch and the one place errors become exit codes.
+
+Each sub-command lives in its own module under ``envbuild.cli`` (pipx-style) exposing ``HELP``,
+``configure(parser)`` and ``run(args, out) -> int``. Modules import the heavy parts of envbuild
+inside ``run`` so that ``envbuild --version`` and ``--help`` start in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from envbuild.__about__ import __version__
+
+COMMANDS = ("inspect",)
+
+
+def _module(name: str):
+    return importlib.import_module(f"envbuild.cli.{name.replace('-', '_')}_cmd")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="envbuild",
+        description="Rebuild an MLflow model's environment exactly and run the model in it.",
+    )
+    parser.add_argument("--version", action="version", version=f"envbuild {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks and subprocess commands"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = _module(name)
+        cmd = sub.add_parser(name, help=module.HELP, description=module.__doc__)
+        cmd.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+        module.configure(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    from envbuild.cli.output import Output
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return 2
+    out = Output(json_mode=getattr(args, "json", False), debug=args.debug)
+    return out.guard(lambda: args._run(args, out))
+
+
+def entry() -> None:  # pragma: no cover - thin wrapper for the console script
+    sys.exit(main())

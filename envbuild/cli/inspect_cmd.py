@@ -1,0 +1,66 @@
+"""Show what envbuild reads from a model folder: flavors, loader, Python, requirements, signature."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from envbuild.cli.common import add_json, add_model
+
+if TYPE_CHECKING:
+    from envbuild.cli.output import Output
+    from envbuild.inspection import Inspection
+
+HELP = "summarize a model folder and its environment"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_model(parser)
+    add_json(parser)
+
+
+def render(report: Inspection) -> str:
+    data = report.to_dict()
+    lines = [f"model        {data['path']}"]
+    lines.append(f"flavors      {', '.join(data['flavors'])}")
+    lines.append(f"loader       {data['loader_module'] or '-'}")
+    py = data["python"]
+    lines.append(f"python       {py['requested'] + '  (from ' + py['source'] + ')' if py else '-'}")
+    for key, label in (
+        ("model_uuid", "model uuid"),
+        ("run_id", "run id"),
+        ("mlflow_version", "mlflow"),
+        ("utc_time_created", "created"),
+    ):
+        if data[key]:
+            lines.append(f"{label:<12} {data[key]}")
+    sig = data["signature"]
+    if sig:
+        n_in = len(sig["inputs"] or [])
+        n_out = len(sig["outputs"] or [])
+        lines.append(
+            f"signature    {sig['kind']}: {n_in} input(s), {n_out} output(s)"
+            + (f", {len(sig['params'])} param(s)" if sig["params"] else "")
+        )
+    else:
+        lines.append("signature    -")
+    lines.append(f"example      {data['input_example'] or '-'}")
+    lines.append(f"requirements {len(data['requirements'])} from {data['requirements_source']}")
+    for origin_req in report.env.requirements:
+        lines.append(f"  {origin_req.text:<40} {origin_req.origin}")
+    if data["conda_dependencies"]:
+        lines.append(
+            f"conda        {len(data['conda_dependencies'])} package(s), channels: "
+            f"{', '.join(data['channels']) or '-'}"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    from envbuild.inspection import inspect_model
+
+    report = inspect_model(args.model)
+    for warning in report.warnings:
+        out.warn(warning)
+    out.result(report.to_dict(), lambda: render(report))
+    return 0

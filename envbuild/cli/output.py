@@ -1,0 +1,146 @@
+"""Everything envbuild prints: results as text or ``--json``, errors, warnings and progress.
+
+Rules: results go to standard output, everything else (warnings, progress, errors) to standard
+error; progress is drawn only when standard error is a terminal, so pipes and CI logs stay clean.
+With ``--json`` the result is exactly one JSON document on standard output, errors included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from envbuild.errors import EnvbuildError, ExitCode
+
+
+def shown_path(path: object) -> str:
+    """A path relative to the current folder when that is shorter and does not climb out."""
+    text = str(path)
+    try:
+        rel = os.path.relpath(text)
+    except ValueError:
+        return text
+    return rel if not rel.startswith("..") and len(rel) < len(text) else text
+
+
+class Output:
+    """Renders results and errors for one command invocation."""
+
+    def __init__(
+        self,
+        *,
+        json_mode: bool = False,
+        debug: bool = False,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+    ) -> None:
+        self.json_mode = json_mode
+        self.debug = debug
+        self.stdout = stdout or sys.stdout
+        self.stderr = stderr or sys.stderr
+        self._progress_open = False
+
+    @property
+    def interactive(self) -> bool:
+        return self.stderr.isatty() and os.environ.get("CI", "").lower() not in ("1", "true")
+
+    # results -------------------------------------------------------------------------------
+    def result(self, data: dict[str, Any], text: Callable[[], str] | str | None = None) -> None:
+        """Print a command's result: ``data`` as JSON, or its text rendering."""
+        self.clear_progress()
+        if self.json_mode:
+            json.dump(data, self.stdout, indent=2, sort_keys=False, default=str)
+            self.stdout.write("\n")
+        elif text is not None:
+            body = text() if callable(text) else text
+            self.stdout.write(body if body.endswith("\n") else body + "\n")
+        self.stdout.flush()
+
+    def warn(self, message: str) -> None:
+        """A warning on standard error (also present in the JSON result where relevant)."""
+        if self.json_mode:
+            return
+        self.clear_progress()
+        self.stderr.write(f"warning: {message}\n")
+
+    def info(self, message: str) -> None:
+        """A status line on standard error, shown on terminals only."""
+        if self.json_mode or not self.interactive:
+            return
+        self.clear_progress()
+        self.stderr.write(f"{message}\n")
+
+    def progress(self, message: str) -> None:
+        """A transient one-line status, redrawn in place on a terminal; silent otherwise."""
+        if self.json_mode or not self.interactive:
+            return
+        width = 100
+        self.stderr.write("\r\x1b[2K" + message[:width])
+        self.stderr.flush()
+        self._progress_open = True
+
+    def clear_progress(self) -> None:
+        if self._progress_open:
+            self.stderr.write("\r\x1b[2K")
+            self.stderr.flush()
+            self._progress_open = False
+
+    # errors --------------------------------------------------------------------------------
+    def error(self, exc: EnvbuildError) -> int:
+        self.clear_progress()
+        if self.json_mode:
+            data = exc.to_dict()
+            if exc.path is not None:
+                data["path"] = shown_path(exc.path)
+            data["message"] = self._message(exc)
+            json.dump(data, self.stdout, indent=2)
+            self.stdout.write("\n")
+        else:
+            self.stderr.write(f"error: {self._message(exc)}\n")
+            if exc.hint:
+                self.stderr.write(f"hint: {exc.hint}\n")
+            if exc.log_path:
+                self.stderr.write(f"log: {shown_path(exc.log_path)}\n")
+        return int(exc.exit_code)
+
+    @staticmethod
+    def _message(exc: EnvbuildError) -> str:
+        parts = []
+        if exc.path is not None:
+            loc = shown_path(exc.path)
+            if exc.line is not None:
+                loc += f":{exc.line}"
+            parts.append(loc)
+        if exc.field:
+            parts.append(exc.field)
+        parts.append(" ".join(exc.message.splitlines()) if exc.message else type(exc).__name__)
+        return ": ".join(parts)
+
+    def guard(self, func: Callable[[], int]) -> int:
+        """Run a command; turn envbuild errors into one line + exit code, bugs into exit 1."""
+        try:
+            return func()
+        except EnvbuildError as exc:
+            if self.debug:
+                traceback.print_exc(file=self.stderr)
+            return self.error(exc)
+        except KeyboardInterrupt:
+            self.clear_progress()
+            self.stderr.write("error: interrupted\n")
+            return 130
+        except BrokenPipeError:
+            return int(ExitCode.OK)
+        except Exception as exc:  # a bug: say so, traceback only with --debug
+            self.clear_progress()
+            if self.debug:
+                traceback.print_exc(file=self.stderr)
+            else:
+                self.stderr.write(
+                    f"error: internal error: {type(exc).__name__}: {exc}\n"
+                    "hint: this is a bug in envbuild; run again with --debug for the traceback\n"
+                )
+            return int(ExitCode.BUG)

@@ -1,0 +1,144 @@
+"""One exception hierarchy for everything a user can get wrong or the world can refuse.
+
+Each class carries the process exit code the CLI uses for it, so the mapping from failure to exit
+code lives here and nowhere else. A message names the file and the field it is about (``where``),
+so the CLI can print it as one line; ``hint`` says what to do next.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from pathlib import Path
+
+
+class ExitCode(IntEnum):
+    """Documented process exit codes (the README's table is generated from the same meanings)."""
+
+    OK = 0
+    BUG = 1
+    BAD_INPUT = 2
+    RESOLUTION_FAILED = 3
+    BUILD_FAILED = 4
+    MODEL_FAILED = 5
+    ENV_DIFFERS = 6
+    PREDICTIONS_DIFFER = 7
+
+
+class EnvbuildError(Exception):
+    """Base class: a failure envbuild can explain in one line.
+
+    ``path`` is the file the problem is in, ``field`` the key, line or option inside it. Both are
+    optional because some failures (no network) have no file.
+    """
+
+    exit_code: ExitCode = ExitCode.BUG
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        field: str | None = None,
+        line: int | None = None,
+        hint: str | None = None,
+        log_path: str | Path | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = Path(path) if path is not None else None
+        self.field = field
+        self.line = line
+        self.hint = hint
+        self.log_path = Path(log_path) if log_path is not None else None
+
+    @property
+    def where(self) -> str:
+        """``file:line: field`` prefix, as much of it as is known."""
+        parts = []
+        if self.path is not None:
+            loc = str(self.path)
+            if self.line is not None:
+                loc += f":{self.line}"
+            parts.append(loc)
+        if self.field:
+            parts.append(self.field)
+        return ": ".join(parts)
+
+    def __str__(self) -> str:
+        where = self.where
+        return f"{where}: {self.message}" if where else self.message
+
+    def to_dict(self) -> dict[str, object]:
+        """The error as ``--json`` prints it."""
+        return {
+            "error": type(self).__name__,
+            "message": str(self),
+            "path": str(self.path) if self.path else None,
+            "line": self.line,
+            "field": self.field,
+            "hint": self.hint,
+            "log": str(self.log_path) if self.log_path else None,
+            "exit_code": int(self.exit_code),
+        }
+
+
+class UsageError(EnvbuildError):
+    """The command line itself is wrong."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class ModelError(EnvbuildError):
+    """The model folder or one of its files is missing, malformed or unsafe."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class RequirementError(ModelError):
+    """A requirement line cannot be parsed or is refused (options, shell, unsafe paths)."""
+
+
+class InputDataError(EnvbuildError):
+    """An input file given to predict/serve is malformed."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class ResolutionError(EnvbuildError):
+    """The requirements cannot be resolved to a lock (conflict, missing package, no network)."""
+
+    exit_code = ExitCode.RESOLUTION_FAILED
+
+
+class LockMismatchError(ResolutionError):
+    """``lock --check``: the lock is missing or no longer matches the model's requirements."""
+
+
+class InterpreterNotFound(EnvbuildError):
+    """No interpreter for the model's Python could be found (and none may be downloaded)."""
+
+    exit_code = ExitCode.BUILD_FAILED
+
+
+class BuildError(EnvbuildError):
+    """An environment or image could not be built."""
+
+    exit_code = ExitCode.BUILD_FAILED
+
+
+class ModelRunError(EnvbuildError):
+    """The model failed to load or predict inside its environment."""
+
+    exit_code = ExitCode.MODEL_FAILED
+
+
+class EnvironmentMismatch(EnvbuildError):
+    """reproduce: the installed distributions differ from the lock."""
+
+    exit_code = ExitCode.ENV_DIFFERS
+
+
+class PredictionMismatch(EnvbuildError):
+    """reproduce: the predictions differ from the recorded expected output."""
+
+    exit_code = ExitCode.PREDICTIONS_DIFFER

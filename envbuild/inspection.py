@@ -1,0 +1,81 @@
+"""``envbuild inspect``: the model spec and environment spec, summarized for people and scripts.
+
+Kept apart from the CLI so the Python API (``envbuild.inspect_model``) and ``--json`` share one
+definition of the report's keys.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from envbuild.envspec import EnvSpec, read_env
+from envbuild.model import ModelSpec, load_model, thaw
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What ``inspect`` reports: both specs plus every warning, model's first."""
+
+    model: ModelSpec
+    env: EnvSpec
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.model.warnings) + list(self.env.warnings)
+
+    def to_dict(self) -> dict[str, Any]:
+        model, env = self.model, self.env
+        pyfunc = model.pyfunc
+        example = model.input_example
+        return {
+            "path": str(model.path),
+            "mlmodel": str(model.mlmodel_path),
+            "flavors": model.flavor_names,
+            "loader_module": pyfunc.loader_module if pyfunc else None,
+            "data": pyfunc.data if pyfunc else None,
+            "code": pyfunc.code if pyfunc else None,
+            "python_version": env.python.version if env.python else None,
+            "python": (
+                {
+                    "requested": env.python.text,
+                    "specifier": env.python.specifier,
+                    "source": str(env.python.origin),
+                }
+                if env.python
+                else None
+            ),
+            "requirements": [r.text for r in env.requirements],
+            "requirement_origins": {r.text: str(r.origin) for r in env.requirements},
+            "constraints": [r.text for r in env.constraints],
+            "build_requirements": [r.text for r in env.build_requirements],
+            "requirements_source": env.source,
+            "env_files": list(env.files),
+            "conda_dependencies": [d.spec for d in env.conda_dependencies],
+            "channels": list(env.channels),
+            "index_options": [
+                {"option": o.option, "value": o.redacted, "origin": str(o.origin)}
+                for o in env.index_options
+            ],
+            "signature": model.signature.to_dict() if model.signature else None,
+            "input_example": str(example.path) if example and example.path else None,
+            "serving_input_example": (
+                str(example.serving_input_path) if example and example.serving_input_path else None
+            ),
+            "model_uuid": model.model_uuid,
+            "run_id": model.run_id,
+            "mlflow_version": model.mlflow_version,
+            "utc_time_created": model.utc_time_created,
+            "artifact_path": model.artifact_path,
+            "databricks_runtime": model.databricks_runtime,
+            "metadata": thaw(model.metadata) if model.metadata is not None else None,
+            "env_digest": env.digest(),
+            "warnings": self.warnings,
+        }
+
+
+def inspect_model(model: str | os.PathLike[str] | ModelSpec) -> Inspection:
+    """Load a model folder and its environment files (stages 1 and 2) for reporting."""
+    spec = model if isinstance(model, ModelSpec) else load_model(model)
+    return Inspection(model=spec, env=read_env(spec))

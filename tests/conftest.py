@@ -1,0 +1,93 @@
+"""Shared test helpers: writing small model folders by hand (unit tests) and running the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_model(root: Path, files: dict[str, str]) -> Path:
+    """Write ``files`` (name -> text, dedented) into ``root`` and return it."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(textwrap.dedent(text).lstrip("\n"))
+    return root
+
+
+MLMODEL_SKLEARN = """
+flavors:
+  python_function:
+    env:
+      conda: conda.yaml
+      virtualenv: python_env.yaml
+    loader_module: mlflow.sklearn
+    model_path: model.pkl
+    python_version: 3.11.7
+  sklearn:
+    pickled_model: model.pkl
+    sklearn_version: 1.5.0
+mlflow_version: 2.20.0
+model_uuid: 0123456789abcdef
+run_id: abc
+utc_time_created: '2024-05-01 10:00:00.000000'
+""".lstrip("\n")
+
+PYTHON_ENV = """
+python: 3.11.7
+build_dependencies:
+- pip==24.0
+dependencies:
+- -r requirements.txt
+""".lstrip("\n")
+
+CONDA = """
+channels:
+- conda-forge
+dependencies:
+- python=3.11.7
+- pip<=24.0
+- pip:
+  - mlflow==2.20.0
+  - scikit-learn==1.5.0
+name: mlflow-env
+""".lstrip("\n")
+
+
+@pytest.fixture
+def sklearn_model(tmp_path: Path) -> Path:
+    """A hand-written, consistent sklearn model folder (no binary: stages 1-2 never read it)."""
+    return write_model(
+        tmp_path / "model",
+        {
+            "MLmodel": MLMODEL_SKLEARN,
+            "python_env.yaml": PYTHON_ENV,
+            "conda.yaml": CONDA,
+            "requirements.txt": "mlflow==2.20.0\nscikit-learn==1.5.0\n",
+        },
+    )
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None):
+    """Run ``python -m envbuild ARGS`` as a user would; returns the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-m", "envbuild", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
+
+
+def run_json(*args: str) -> tuple[int, dict]:
+    proc = run_cli(*args, "--json")
+    return proc.returncode, json.loads(proc.stdout)
