@@ -1,0 +1,134 @@
+"""envbuild's content-addressed cache: build in a temporary folder, publish by atomic rename.
+
+Invariants (what makes it crash- and concurrency-safe):
+
+* an entry ``ROOT/KIND/KEY`` is *finished* iff it holds a marker file whose ``key`` equals KEY;
+  the marker is written last, inside the temporary folder, before the rename — so a folder that
+  was renamed into place is always complete, and anything else is never used;
+* builds of one key are serialized by a file lock (``ROOT/KIND/KEY.lock``); a second builder that
+  waited for the lock finds the finished entry and does no work;
+* a build killed midway leaves only ``ROOT/KIND/.tmp-KEY-*``; the next build of that key removes
+  such leftovers under the lock, and an entry without a valid marker is removed and rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+MARKER = ".envbuild-complete.json"
+
+
+def cache_root() -> Path:
+    """``$ENVBUILD_CACHE_DIR``, else the platform's user cache folder (``~/.cache/envbuild``)."""
+    configured = os.environ.get("ENVBUILD_CACHE_DIR")
+    if configured:
+        return Path(configured).expanduser().resolve()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("envbuild", appauthor=False))
+
+
+def read_marker(entry: Path) -> dict[str, Any] | None:
+    """The marker of a finished entry, or None when the entry is absent or unfinished."""
+    try:
+        data = json.loads((entry / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_finished(entry: Path, key: str) -> bool:
+    marker = read_marker(entry)
+    return marker is not None and marker.get("key") == key
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def publish(
+    kind: str,
+    key: str,
+    build: Callable[[Path], dict[str, Any] | None],
+    *,
+    root: Path | None = None,
+    on_wait: Callable[[], None] | None = None,
+) -> tuple[Path, bool]:
+    """Return ``(entry path, built_now)`` for ``KIND/KEY``, building it with ``build`` if needed.
+
+    ``build(tmp)`` fills the temporary folder and may return extra marker data. It runs under the
+    lock; if it raises, the temporary folder is removed and nothing is published.
+    """
+    from filelock import FileLock, Timeout
+
+    base = (root or cache_root()) / kind
+    entry = base / key
+    if is_finished(entry, key):
+        return entry, False
+    base.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(base / f"{key}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait is not None:
+            on_wait()
+        lock.acquire()
+    try:
+        if is_finished(entry, key):
+            return entry, False
+        for leftover in base.glob(f".tmp-{key}-*"):
+            _remove(leftover)
+        _remove(entry)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=base))
+        try:
+            extra = build(tmp) or {}
+            marker = {"key": key, "created": time.time(), **extra}
+            (tmp / MARKER).write_text(
+                json.dumps(marker, indent=2, sort_keys=True), encoding="utf-8"
+            )
+            os.rename(tmp, entry)
+            _fsync_dir(base)
+        except BaseException:
+            _remove(tmp)
+            raise
+        return entry, True
+    finally:
+        lock.release()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write a file by temporary file + rename, so readers never see half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
