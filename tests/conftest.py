@@ -91,3 +91,21 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
 def run_json(*args: str) -> tuple[int, dict]:
     proc = run_cli(*args, "--json")
     return proc.returncode, json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_envbuild_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Tests never touch the user's envbuild cache (uv's own package cache is shared: it is
+    content-addressed and keeps reruns fast). ENVBUILD_TEST_CACHE_DIR reuses one across runs."""
+    import os
+
+    path = os.environ.get("ENVBUILD_TEST_CACHE_DIR") or str(
+        tmp_path_factory.mktemp("envbuild-cache")
+    )
+    old = os.environ.get("ENVBUILD_CACHE_DIR")
+    os.environ["ENVBUILD_CACHE_DIR"] = path
+    yield Path(path)
+    if old is None:
+        os.environ.pop("ENVBUILD_CACHE_DIR", None)
+    else:
+        os.environ["ENVBUILD_CACHE_DIR"] = old

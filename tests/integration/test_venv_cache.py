@@ -1,0 +1,151 @@
+"""The venv kind and its cache, built for real with uv: reuse, crash safety, concurrency."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from envbuild import proc
+from envbuild.cache import MARKER
+from envbuild.envs.venv import build_venv, env_key
+from envbuild.python import find_interpreter
+
+pytestmark = [pytest.mark.integration, pytest.mark.network]
+
+BUILD_SCRIPT = """
+import json, sys
+from envbuild.envs.venv import build_venv
+from envbuild.python import find_interpreter
+text = open(sys.argv[1]).read()
+env = build_venv(text, sys.argv[2], find_interpreter(sys.argv[3]))
+print(json.dumps({"built": env.built, "path": str(env.path)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def small_lock(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A real pylock.toml (resolved by uv from PyPI) for a tiny pure-Python set of packages."""
+    folder = tmp_path_factory.mktemp("lock")
+    (folder / "req.txt").write_text("six==1.16.0\nattrs==23.2.0\n")
+    proc.run(
+        [
+            proc.uv_bin(),
+            "pip",
+            "compile",
+            "-q",
+            "--format",
+            "pylock.toml",
+            "--python-version",
+            "3.10",
+            "-o",
+            str(folder / "pylock.toml"),
+            str(folder / "req.txt"),
+        ],
+        what="resolving the test lock",
+    )
+    text = (folder / "pylock.toml").read_text()
+    return text, "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def installed(python: Path) -> dict[str, str]:
+    out = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import json, importlib.metadata as m; print(json.dumps("
+            "{d.metadata['Name'].lower(): d.version for d in m.distributions()}))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def test_build_then_reuse(small_lock: tuple[str, str]) -> None:
+    text, digest = small_lock
+    interpreter = find_interpreter("3.10")
+    first = build_venv(text, digest, interpreter)
+    assert first.python.exists()
+    # exactly the lock: no pip, no setuptools, nothing of envbuild's
+    assert installed(first.python) == {"six": "1.16.0", "attrs": "23.2.0"}
+    assert list(first.path.rglob("six*.pyc")), "bytecode is compiled at build time"
+    second = build_venv(text, digest, interpreter)
+    assert second.path == first.path
+    assert second.built is False and first.built in (True, False)
+    assert second.seconds < first.seconds or not first.built
+
+
+def test_environment_is_relocated_cleanly(small_lock: tuple[str, str]) -> None:
+    text, digest = small_lock
+    env = build_venv(text, digest, find_interpreter("3.10"))
+    for item in env.path.rglob("*"):
+        if item.is_file() and item.suffix in ("", ".cfg", ".txt", ".py"):
+            assert ".tmp-" not in item.read_text(errors="ignore"), item
+
+
+def test_killed_build_is_never_used_and_is_rebuilt(
+    small_lock: tuple[str, str], tmp_path: Path
+) -> None:
+    text, _ = small_lock
+    digest = "sha256:killed-build-test"
+    interpreter = find_interpreter("3.10")
+    lock_file = tmp_path / "pylock.toml"
+    lock_file.write_text(text)
+    cache = Path(os.environ["ENVBUILD_CACHE_DIR"]) / "envs"
+    key = env_key(digest, interpreter)
+    child = subprocess.Popen(
+        [sys.executable, "-c", BUILD_SCRIPT, str(lock_file), digest, "3.10"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until the build is under way, then kill it
+        tmp_dirs = list(cache.glob(f".tmp-{key}-*"))
+        if tmp_dirs and (tmp_dirs[0] / "pyvenv.cfg").exists():
+            break
+        time.sleep(0.02)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert not (cache / key / MARKER).exists(), "a killed build must not look finished"
+    env = build_venv(text, digest, interpreter)
+    assert env.built is True
+    assert installed(env.python) == {"six": "1.16.0", "attrs": "23.2.0"}
+    assert not list(cache.glob(f".tmp-{key}-*")), "leftovers of the killed build are removed"
+
+
+def test_four_concurrent_builds_build_once(small_lock: tuple[str, str], tmp_path: Path) -> None:
+    text, _ = small_lock
+    digest = "sha256:concurrent-build-test"
+    lock_file = tmp_path / "pylock.toml"
+    lock_file.write_text(text)
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", BUILD_SCRIPT, str(lock_file), digest, "3.10"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = []
+    for child in children:
+        out, err = child.communicate(timeout=300)
+        assert child.returncode == 0, err
+        results.append(json.loads(out))
+    assert sum(r["built"] for r in results) == 1
+    assert len({r["path"] for r in results}) == 1
+
+
+def test_pip_fallback_installs_the_same_set(small_lock: tuple[str, str]) -> None:
+    text, _ = small_lock
+    env = build_venv(text, "sha256:pip-fallback-test", find_interpreter("3.10"), installer="pip")
+    assert installed(env.python) == {"six": "1.16.0", "attrs": "23.2.0"}
