@@ -23,6 +23,10 @@ _EXPORTS = {
     "EnvSpec": "envbuild.envspec",
     "inspect_model": "envbuild.inspection",
     "Inspection": "envbuild.inspection",
+    "lock": "envbuild.lock",
+    "Lock": "envbuild.lock",
+    "read_lock": "envbuild.lock",
+    "check_lock": "envbuild.lock",
     "EnvbuildError": "envbuild.errors",
     "ExitCode": "envbuild.errors",
 }

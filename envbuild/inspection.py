@@ -16,10 +16,11 @@ from envbuild.model import ModelSpec, load_model, thaw
 
 @dataclass(frozen=True)
 class Inspection:
-    """What ``inspect`` reports: both specs plus every warning, model's first."""
+    """What ``inspect`` reports: both specs, the interpreter envbuild would use, every warning."""
 
     model: ModelSpec
     env: EnvSpec
+    interpreter: dict[str, Any] | None = None  # chosen interpreter, or {"error": ...}
 
     @property
     def warnings(self) -> list[str]:
@@ -71,6 +72,7 @@ class Inspection:
             "databricks_runtime": model.databricks_runtime,
             "metadata": thaw(model.metadata) if model.metadata is not None else None,
             "env_digest": env.digest(),
+            "interpreter": self.interpreter,
             "warnings": self.warnings,
         }
 
@@ -78,4 +80,18 @@ class Inspection:
 def inspect_model(model: str | os.PathLike[str] | ModelSpec) -> Inspection:
     """Load a model folder and its environment files (stages 1 and 2) for reporting."""
     spec = model if isinstance(model, ModelSpec) else load_model(model)
-    return Inspection(model=spec, env=read_env(spec))
+    env = read_env(spec)
+    return Inspection(model=spec, env=env, interpreter=_interpreter_report(env))
+
+
+def _interpreter_report(env: EnvSpec) -> dict[str, Any]:
+    """Which interpreter ``env``/``predict`` would pick for this model, and why (or why none)."""
+    from envbuild.errors import EnvbuildError
+    from envbuild.python import find_interpreter
+
+    notes: list[str] = []
+    try:
+        chosen = find_interpreter(env.python.version if env.python else None, warnings=notes)
+    except EnvbuildError as exc:
+        return {"error": exc.message, "hint": exc.hint}
+    return {**chosen.to_dict(), "notes": notes}

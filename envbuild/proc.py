@@ -202,3 +202,37 @@ def _write_log(
 def python_exe() -> str:
     """The interpreter running envbuild (for helper subprocesses that need envbuild's deps)."""
     return sys.executable
+
+
+def call(
+    args: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> int:
+    """Run a command with our stdin/stdout/stderr (the runner's output is the user's output)."""
+    import signal
+
+    argv = [os.fspath(a) for a in args]
+    child = subprocess.Popen(argv, env=dict(env) if env is not None else None, cwd=cwd)
+
+    def forward(signum: int, _frame: object) -> None:
+        child.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                continue  # the terminal sent SIGINT to the child too; let it finish its way
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def replace_process(args: Sequence[str | os.PathLike[str]], *, env: Mapping[str, str]) -> None:
+    """Become the command (``serve``, ``run``): signals, exit code and terminal go straight to it."""
+    argv = [os.fspath(a) for a in args]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(argv[0], argv, dict(env))

@@ -109,3 +109,25 @@ def isolated_envbuild_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop("ENVBUILD_CACHE_DIR", None)
     else:
         os.environ["ENVBUILD_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
+def portable_indexes():
+    """Resolve against PyPI only. This machine's pip configuration adds local file:// indexes
+    (/opt/pypi, /opt/wheels) that envbuild honours like any user's settings; a lock pointing at
+    them would not install inside a Docker image, so the tests switch them off."""
+    import os
+
+    saved = {
+        k: os.environ.get(k)
+        for k in ("PIP_CONFIG_FILE", "PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL")
+    }
+    os.environ["PIP_CONFIG_FILE"] = os.devnull
+    for key in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL"):
+        os.environ.pop(key, None)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -14,7 +14,17 @@ from collections.abc import Sequence
 
 from envbuild.__about__ import __version__
 
-COMMANDS = ("inspect",)
+COMMANDS = (
+    "inspect",
+    "lock",
+    "env",
+    "predict",
+    "serve",
+    "run",
+    "image",
+    "reproduce",
+    "ci-template",
+)
 
 
 def _module(name: str):

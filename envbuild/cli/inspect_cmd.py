@@ -45,6 +45,11 @@ def render(report: Inspection) -> str:
     else:
         lines.append("signature    -")
     lines.append(f"example      {data['input_example'] or '-'}")
+    interp = data["interpreter"] or {}
+    if "error" in interp:
+        lines.append(f"interpreter  none: {interp['error']}")
+    elif interp:
+        lines.append(f"interpreter  {interp['version']}  {interp['path']}  ({interp['reason']})")
     lines.append(f"requirements {len(data['requirements'])} from {data['requirements_source']}")
     for origin_req in report.env.requirements:
         lines.append(f"  {origin_req.text:<40} {origin_req.origin}")

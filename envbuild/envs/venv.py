@@ -112,6 +112,7 @@ def _build_with_uv(
     )
     (tmp / LOCK_NAME).write_text(lock_text, encoding="utf-8")
     args = [uv, "pip", "sync", "--python", str(env_python(tmp)), "--require-hashes"]
+    args += ["--preview-features", "pylock"]  # PEP 751 input is "preview" in uv 0.13
     if compile_bytecode:
         args.append("--compile-bytecode")
     args.append(str(tmp / LOCK_NAME))
@@ -132,6 +133,8 @@ def _build_with_pip(
     on_line: Callable[[str], None] | None,
 ) -> None:
     """Fallback installer: stdlib venv without pip, driven by the pip that runs envbuild."""
+    from envbuild.lock import lock_from_text
+
     proc.run(
         [interpreter.path, "-m", "venv", "--without-pip", str(tmp)],
         what="creating the virtualenv",
@@ -139,7 +142,7 @@ def _build_with_pip(
     )
     (tmp / LOCK_NAME).write_text(lock_text, encoding="utf-8")
     reqs = tmp / "envbuild-requirements.txt"
-    reqs.write_text(requirements_with_hashes((tmp / LOCK_NAME).read_text()), encoding="utf-8")
+    reqs.write_text(lock_from_text(lock_text).requirements_txt(), encoding="utf-8")
     args = [
         proc.python_exe(),
         "-m",
@@ -163,25 +166,6 @@ def _build_with_pip(
     )
     reqs.unlink()
     _fix_shebangs(tmp)
-
-
-def requirements_with_hashes(pylock_text: str) -> str:
-    """A pip requirements file equivalent to a pylock.toml (``name==version; marker --hash=...``).
-
-    pip cannot install PEP 751 locks yet; this is the pip fallback's input.
-    """
-    import tomllib
-
-    data = tomllib.loads(pylock_text)
-    lines = []
-    for pkg in data.get("packages", []):
-        hashes = []
-        for artifact in [*pkg.get("wheels", []), *([pkg["sdist"]] if "sdist" in pkg else [])]:
-            for algo, value in sorted(artifact.get("hashes", {}).items()):
-                hashes.append(f"--hash={algo}:{value}")
-        marker = f" ; {pkg['marker']}" if pkg.get("marker") else ""
-        lines.append(f"{pkg['name']}=={pkg['version']}{marker} " + " ".join(hashes))
-    return "\n".join(lines) + "\n"
 
 
 def _fix_shebangs(tmp: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -13,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from envbuild import proc
 from envbuild.cache import MARKER
 from envbuild.envs.venv import build_venv, env_key
 from envbuild.python import find_interpreter
+from tests.conftest import write_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.network]
 
@@ -24,6 +23,7 @@ BUILD_SCRIPT = """
 import json, sys
 from envbuild.envs.venv import build_venv
 from envbuild.python import find_interpreter
+from tests.conftest import write_model
 text = open(sys.argv[1]).read()
 env = build_venv(text, sys.argv[2], find_interpreter(sys.argv[3]))
 print(json.dumps({"built": env.built, "path": str(env.path)}))
@@ -32,27 +32,18 @@ print(json.dumps({"built": env.built, "path": str(env.path)}))
 
 @pytest.fixture(scope="module")
 def small_lock(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """A real pylock.toml (resolved by uv from PyPI) for a tiny pure-Python set of packages."""
-    folder = tmp_path_factory.mktemp("lock")
-    (folder / "req.txt").write_text("six==1.16.0\nattrs==23.2.0\n")
-    proc.run(
-        [
-            proc.uv_bin(),
-            "pip",
-            "compile",
-            "-q",
-            "--format",
-            "pylock.toml",
-            "--python-version",
-            "3.10",
-            "-o",
-            str(folder / "pylock.toml"),
-            str(folder / "req.txt"),
-        ],
-        what="resolving the test lock",
+    """A real lock (resolved by envbuild with uv from PyPI) of a tiny pure-Python model env."""
+    from envbuild.lock import lock
+
+    model = write_model(
+        tmp_path_factory.mktemp("lock") / "model",
+        {
+            "MLmodel": "flavors:\n  python_function:\n    loader_module: m\n    python_version: 3.10\n",
+            "requirements.txt": "six==1.16.0\nattrs==23.2.0\n",
+        },
     )
-    text = (folder / "pylock.toml").read_text()
-    return text, "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    lk = lock(model, python="3.10", write=False)
+    return lk.text, lk.digest
 
 
 def installed(python: Path) -> dict[str, str]:

@@ -1,0 +1,487 @@
+"""Benchmark: `envbuild predict`/`serve` vs a hand-made venv (the floor) vs MLflow's own commands.
+
+    .venv/bin/python bench/predict.py [--repeat 3] [--quick] [--model DIR] [--keep-no-bytecode]
+
+On one scikit-learn model (saved here with ``serialization_format="cloudpickle"`` and an input
+example, unless ``--model`` is given) and one input (its ``serving_input_example.json``), times:
+
+* ``envbuild predict -i INPUT``
+  - cold: a fresh ``ENVBUILD_CACHE_DIR`` every run (interpreter probes, lock resolution through the
+    network, environment build with bytecode compilation, predict); uv's own package cache stays
+    warm, as it would on any machine that has built one environment before;
+  - cold env, cached lock: a fresh cache seeded with the first cache's ``locks/`` and interpreter
+    probes, so only the environment is built (what a model with its own ``pylock.toml`` costs);
+  - the same with ``--no-compile`` (no bytecode at build time; the first run writes ``.pyc`` for
+    the modules it imports), to size that option;
+  - warm: the environment is in the cache;
+* the floor: the environment's own ``python`` running a six-line script (import mlflow, load the
+  model, predict the same input, print JSON), i.e. a hand-made venv with nothing around it;
+* ``mlflow models predict -m MODEL -i INPUT -t json --env-manager uv`` (and ``virtualenv``, tried
+  once: it needs pyenv and virtualenv, and reports its failure here rather than being hidden).
+  MLflow's ``models predict`` builds a new environment in a temporary folder on every call
+  (``create_env_root_dir=True``), so it has no warm case: every run is "cold env, warm uv cache";
+* ``envbuild serve`` and ``mlflow models serve --env-manager uv``: seconds from starting the
+  command to the first 200 on ``/ping``, warm (envbuild's cache; MLflow's ``MLFLOW_ENV_ROOT``, a
+  temporary folder made warm by one untimed start), plus one cold start of each;
+* a breakdown of a warm ``envbuild predict``: interpreter start-up, the CLI's start-up, importing
+  envbuild's pipeline, ``prepare()`` in-process, and the runner alone with the environment's python.
+
+Cases run interleaved (every case once per round, ``--repeat`` rounds) so that a busy machine slows
+all of them alike; medians and ratios are printed, and nothing asserts a time.
+
+Bytecode: this machine sets ``PYTHONDONTWRITEBYTECODE=1``. It is removed for every timed process,
+on both sides (Python's default elsewhere): envbuild compiles its environment at build time anyway,
+and MLflow's cached serving environment gets its ``.pyc`` from the untimed warm-up start. With
+``--keep-no-bytecode`` the variable stays set for every process instead (then MLflow's serving
+environment and envbuild's ``--no-compile`` one never get ``.pyc`` files).
+
+pip's configuration is ignored (``PIP_CONFIG_FILE=/dev/null``, no ``PIP_FIND_LINKS``) so that
+locks and installs refer to PyPI; ``UV_PYTHON_DOWNLOADS=never``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+PIP_INDEX_VARS = (
+    "PIP_FIND_LINKS",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_CONSTRAINT",
+    "PIP_TRUSTED_HOST",
+    "PIP_NO_INDEX",
+)
+PYENV_BIN = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "bin"
+RUNNER_DROPPED_VARS = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE")
+READY_TIMEOUT = 300.0
+
+FLOOR_SCRIPT = """\
+import json, sys
+import mlflow.pyfunc
+import pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[1])
+split = json.load(open(sys.argv[2]))["dataframe_split"]
+sys.stdout.write(json.dumps({"predictions": model.predict(pd.DataFrame(split["data"], columns=split["columns"])).tolist()}))
+"""
+
+PREPARE_SCRIPT = """\
+import json, statistics, sys, time
+started = time.perf_counter()
+from envbuild.pipeline import prepare
+imported = time.perf_counter()
+samples = []
+for _ in range(5):
+    t = time.perf_counter()
+    prepared = prepare(sys.argv[1])
+    samples.append(time.perf_counter() - t)
+    if prepared.environment.built:
+        raise SystemExit("the environment was not in the cache")
+print(json.dumps({"import": imported - started, "prepare": statistics.median(samples)}))
+"""
+
+
+class CaseFailed(Exception):
+    """A command exited non-zero: its row says so instead of a time."""
+
+
+def make_model(folder: Path) -> Path:
+    import mlflow.sklearn
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    path = folder / "sklearn-iris"
+    mlflow.sklearn.save_model(
+        LogisticRegression(max_iter=500).fit(X, y),
+        str(path),
+        serialization_format="cloudpickle",
+        input_example=X.head(3),
+    )
+    return path
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:200] if lines else "(no output)"
+
+
+def run(args: list[str], env: dict[str, str], timeout: float = 900) -> tuple[float, str]:
+    """(seconds, stdout) of one command; CaseFailed with the last line of stderr if it fails."""
+    started = time.perf_counter()
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise CaseFailed(f"exit {done.returncode}: {last_line(done.stderr or done.stdout)}")
+    return seconds, done.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve_seconds(args: list[str], port: int, env: dict[str, str], log: Path) -> float:
+    """Seconds from starting a server to its first 200 on /ping; the server is stopped after."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    url = f"http://127.0.0.1:{port}/ping"
+    with open(log, "w") as handle:
+        started = time.perf_counter()
+        child = subprocess.Popen(
+            args, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            while True:
+                try:
+                    with opener.open(url, timeout=2) as answer:
+                        if answer.status == 200:
+                            return time.perf_counter() - started
+                except OSError:
+                    pass
+                if child.poll() is not None:
+                    raise CaseFailed(f"exit {child.returncode}: {last_line(log.read_text())}")
+                if time.perf_counter() - started > READY_TIMEOUT:
+                    raise CaseFailed(f"no 200 on /ping after {READY_TIMEOUT:.0f} s")
+                time.sleep(0.05)
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)  # our own session: the server and its workers
+                try:
+                    child.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(child.pid, signal.SIGKILL)
+                    child.wait()
+
+
+def predictions(stdout: str) -> object:
+    """The ``{"predictions": ...}`` document at the end of a command's stdout."""
+    text = stdout.strip()
+    start = text.rfind('{"predictions"')
+    try:
+        return json.loads(text[start:])["predictions"] if start >= 0 else None
+    except ValueError:
+        return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (default 3); medians")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one round; skip --no-compile, the virtualenv manager and envbuild's cold serve",
+    )
+    parser.add_argument("--model", type=Path, help="an MLflow model folder (default: make one)")
+    parser.add_argument(
+        "--keep-no-bytecode",
+        action="store_true",
+        help="keep PYTHONDONTWRITEBYTECODE=1 for every process (default: unset for all)",
+    )
+    args = parser.parse_args()
+    repeat = 1 if args.quick else max(1, args.repeat)
+
+    from envbuild.execute import RUNNER
+    from envbuild.proc import uv_bin
+
+    uv = uv_bin()
+    env = {k: v for k, v in os.environ.items() if k not in PIP_INDEX_VARS}
+    env = {k: v for k, v in env.items() if not k.startswith(("UV_INDEX", "UV_EXTRA_INDEX"))}
+    env.pop("UV_FIND_LINKS", None)
+    env["PIP_CONFIG_FILE"] = os.devnull
+    env["UV_PYTHON_DOWNLOADS"] = "never"
+    # MLflow looks up `uv`, `virtualenv` and `pyenv` on PATH
+    path = [str(Path(uv).parent), str(Path(sys.executable).parent), str(PYENV_BIN)]
+    env["PATH"] = os.pathsep.join([*path, env.get("PATH", "")])
+    if args.keep_no_bytecode:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    else:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+    mlflow_cli = str(Path(sys.executable).parent / "mlflow")
+    envbuild_cli = [sys.executable, "-m", "envbuild"]
+
+    load_before = os.getloadavg()
+    started_all = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="envbuild-bench-predict-") as tmp:
+        work = Path(tmp)
+        model = args.model.resolve() if args.model else make_model(work)
+        input_path = model / "serving_input_example.json"
+        if not input_path.is_file():
+            print(f"{input_path} is missing: give a model saved with an input example")
+            return 2
+        floor_script = work / "floor.py"
+        floor_script.write_text(FLOOR_SCRIPT)
+        prepare_script = work / "prepare.py"
+        prepare_script.write_text(PREPARE_SCRIPT)
+        warm_cache = work / "cache-warm"
+        mlflow_root = work / "mlflow-envs"
+        logs = work / "logs"
+        logs.mkdir()
+
+        def with_cache(cache: Path, **extra: str) -> dict[str, str]:
+            return {**env, "ENVBUILD_CACHE_DIR": str(cache), **extra}
+
+        fresh_count = [0]
+
+        def fresh_cache(seed: bool) -> Path:
+            fresh_count[0] += 1
+            cache = work / f"cache-{fresh_count[0]}"
+            cache.mkdir()
+            if seed:  # everything but the environments: the cached lock and interpreter probes
+                shutil.copytree(warm_cache / "locks", cache / "locks")
+                probes = warm_cache / "interpreters.json"
+                if probes.is_file():
+                    shutil.copy2(probes, cache / "interpreters.json")
+            return cache
+
+        predict_cmd = [*envbuild_cli, "predict", str(model), "-i", str(input_path)]
+        outputs: dict[str, object] = {}
+
+        def envbuild_predict(cache_kind: str, extra: tuple[str, ...] = ()) -> float:
+            if cache_kind == "warm":
+                seconds, out = run([*predict_cmd, *extra], with_cache(warm_cache))
+                outputs.setdefault("envbuild predict", predictions(out))
+                return seconds
+            cache = fresh_cache(seed=cache_kind == "seeded")
+            try:
+                return run([*predict_cmd, *extra], with_cache(cache))[0]
+            finally:
+                shutil.rmtree(cache, ignore_errors=True)
+
+        def mlflow_predict(manager: str) -> float:
+            cmd = [mlflow_cli, "models", "predict", "-m", str(model), "-i", str(input_path)]
+            seconds, out = run([*cmd, "-t", "json", "--env-manager", manager], env)
+            outputs.setdefault(f"mlflow {manager}", predictions(out))
+            return seconds
+
+        # -- warm-up (untimed unless said): envbuild's warm cache, MLflow's serving env ---------
+        print(f"model: {model}")
+        print(f"input: {input_path}")
+        print("warming up (first envbuild predict, first mlflow serve) ...", flush=True)
+        first_predict = envbuild_predict("warm")
+        env_path = run([*envbuild_cli, "env", str(model), "--print-path"], with_cache(warm_cache))[
+            1
+        ].strip()
+        env_python = str(Path(env_path) / "bin" / "python")
+        # what Environment.run_env() gives the runner
+        run_env = {k: v for k, v in env.items() if k not in RUNNER_DROPPED_VARS}
+        run_env["PYTHONNOUSERSITE"] = "1"
+        run_env["VIRTUAL_ENV"] = env_path
+        run_env["PATH"] = os.pathsep.join([str(Path(env_python).parent), env["PATH"]])
+        mlflow_predict("uv")  # uv's cache holds what MLflow's resolution picks, too
+
+        def envbuild_serve(cache: Path) -> float:
+            port = free_port()
+            cmd = [*envbuild_cli, "serve", str(model), "--port", str(port)]
+            return serve_seconds(cmd, port, with_cache(cache), logs / "envbuild-serve.log")
+
+        def mlflow_serve() -> float:
+            port = free_port()
+            cmd = [mlflow_cli, "models", "serve", "-m", str(model), "-p", str(port)]
+            cmd += ["--env-manager", "uv"]
+            menv = {**env, "MLFLOW_ENV_ROOT": str(mlflow_root)}
+            return serve_seconds(cmd, port, menv, logs / "mlflow-serve.log")
+
+        singles: dict[str, float | str] = {}
+
+        def single(name: str, func: Callable[[], float]) -> None:
+            try:
+                singles[name] = func()
+            except (CaseFailed, subprocess.TimeoutExpired) as exc:
+                singles[name] = f"failed: {exc}"
+
+        single("mlflow models serve --env-manager uv, cold", mlflow_serve)
+        if not args.quick:
+            print("cold serve and the virtualenv manager (one run each) ...", flush=True)
+
+            def cold_serve() -> float:
+                cache = fresh_cache(seed=False)
+                try:
+                    return envbuild_serve(cache)
+                finally:
+                    shutil.rmtree(cache, ignore_errors=True)
+
+            single("envbuild serve, cold (resolve + build)", cold_serve)
+            single(
+                "mlflow models predict --env-manager virtualenv",
+                lambda: mlflow_predict("virtualenv"),
+            )
+
+        # -- the timed rounds -------------------------------------------------------------------
+        cases: dict[str, Callable[[], float]] = {
+            "envbuild predict, cold (resolve + build)": lambda: envbuild_predict("fresh"),
+            "envbuild predict, cold env, cached lock": lambda: envbuild_predict("seeded"),
+        }
+        if not args.quick:
+            cases["envbuild predict --no-compile, cold env, cached lock"] = lambda: (
+                envbuild_predict("seeded", ("--no-compile",))
+            )
+        cases["envbuild predict, warm"] = lambda: envbuild_predict("warm")
+
+        def floor() -> float:
+            seconds, out = run([env_python, str(floor_script), str(model), str(input_path)], env)
+            outputs.setdefault("floor", predictions(out))
+            return seconds
+
+        cases["floor: env python + 6-line script"] = floor
+        cases["mlflow models predict --env-manager uv"] = lambda: mlflow_predict("uv")
+        cases["envbuild serve, warm (start -> 200 /ping)"] = lambda: envbuild_serve(warm_cache)
+        cases["mlflow models serve --env-manager uv, warm"] = mlflow_serve
+        # breakdown of a warm `envbuild predict`
+        cases["python -c pass (envbuild's interpreter)"] = lambda: run(
+            [sys.executable, "-c", "pass"], env
+        )[0]
+        cases["envbuild --version (CLI start-up)"] = lambda: run([*envbuild_cli, "--version"], env)[
+            0
+        ]
+        in_process: dict[str, list[float]] = {"import": [], "prepare": []}
+
+        def prepare_in_process() -> float:
+            seconds, out = run(
+                [sys.executable, str(prepare_script), str(model)], with_cache(warm_cache)
+            )
+            data = json.loads(out)
+            in_process["import"].append(data["import"])
+            in_process["prepare"].append(data["prepare"])
+            return seconds
+
+        cases["python: import envbuild.pipeline + 5 x prepare()"] = prepare_in_process
+        runner_cmd = [env_python, str(RUNNER), "predict", "--model", str(model)]
+        runner_cmd += ["--input", str(input_path)]
+        cases["runner alone (env python runner.py predict)"] = lambda: run(runner_cmd, run_env)[0]
+
+        samples: dict[str, list[float]] = {name: [] for name in cases}
+        failures: dict[str, str] = {}
+        for round_no in range(repeat):
+            print(f"round {round_no + 1}/{repeat} ...", flush=True)
+            for name, func in cases.items():
+                if name in failures:
+                    continue
+                try:
+                    samples[name].append(func())
+                except (CaseFailed, subprocess.TimeoutExpired) as exc:
+                    failures[name] = str(exc)
+        load_after = os.getloadavg()
+        total = time.perf_counter() - started_all
+
+    med = {name: statistics.median(s) for name, s in samples.items() if s}
+
+    def show(name: str, value: float | str | None, note: str = "") -> None:
+        if isinstance(value, str):
+            print(f"  {name:<56} {value}")
+        elif value is None:
+            print(f"  {name:<56} {'failed: ' + failures.get(name, '?')}")
+        else:
+            print(f"  {name:<56} {value:7.2f} s{note}")
+
+    def ratio(a: str, b: str) -> str:
+        x = med.get(a, singles.get(a))
+        y = med.get(b, singles.get(b))
+        if isinstance(x, float) and isinstance(y, float) and y > 0:
+            return f"x{x / y:5.2f}"
+        return "  n/a"
+
+    print(
+        f"\n{repeat} round(s), medians; load average {load_before[0]:.1f} before, "
+        f"{load_after[0]:.1f} after; {total:.0f} s in all"
+    )
+    print(
+        f"PYTHONDONTWRITEBYTECODE {'set' if args.keep_no_bytecode else 'unset'} for every "
+        f"process; uv cache warm ({run([uv, 'cache', 'dir'], env)[1].strip()})"
+    )
+    print(f"first envbuild predict (untimed warm-up, cold): {first_predict:.2f} s\n")
+
+    print("predict (same model, same input):")
+    for name in cases:
+        if name.startswith(("python -c", "envbuild --version", "python: import", "runner")):
+            continue
+        if "serve" in name:
+            continue
+        show(name, med.get(name))
+    for name, value in singles.items():
+        if "predict" in name:
+            show(name + " (1 run)", value)
+    print("\nserve (start -> first 200 on /ping):")
+    for name in cases:
+        if "serve" in name:
+            show(name, med.get(name))
+    for name, value in singles.items():
+        if "serve" in name:
+            show(name + " (1 run)", value)
+
+    print("\nwhere a warm `envbuild predict` goes:")
+    for name in cases:
+        if name.startswith(("python -c", "envbuild --version", "python: import", "runner")):
+            show(name, med.get(name))
+    if in_process["import"]:
+        show("  of which: import envbuild.pipeline", statistics.median(in_process["import"]))
+        show("  of which: one prepare() (warm cache)", statistics.median(in_process["prepare"]))
+    warm, runner, flr = (
+        med.get("envbuild predict, warm"),
+        med.get("runner alone (env python runner.py predict)"),
+        med.get("floor: env python + 6-line script"),
+    )
+    if warm and runner and flr:
+        show("envbuild host side (warm predict - runner alone)", warm - runner)
+        show("runner over the floor (runner alone - floor)", runner - flr)
+
+    print("\nratios:")
+    target = ""
+    if warm and flr:
+        target = "  (target <= 1.15: " + ("met)" if warm / flr <= 1.15 else "NOT met)")
+    print(
+        f"  warm envbuild predict / floor                 {ratio('envbuild predict, warm', 'floor: env python + 6-line script')}{target}"
+    )
+    mp = "mlflow models predict --env-manager uv"
+    for other in (
+        "envbuild predict, cold (resolve + build)",
+        "envbuild predict, cold env, cached lock",
+        "envbuild predict --no-compile, cold env, cached lock",
+        "envbuild predict, warm",
+    ):
+        if other in med:
+            print(f"  mlflow predict (uv) / {other:<48} {ratio(mp, other)}")
+    if "envbuild predict, cold (resolve + build)" in med:
+        cold = med["envbuild predict, cold (resolve + build)"]
+        seeded = med.get("envbuild predict, cold env, cached lock")
+        if seeded:
+            print(
+                f"  lock resolution + interpreter probes (cold - cold env): {cold - seeded:.2f} s"
+            )
+    print(
+        f"  mlflow serve (uv) / envbuild serve, warm      "
+        f"{ratio('mlflow models serve --env-manager uv, warm', 'envbuild serve, warm (start -> 200 /ping)')}"
+    )
+    if "envbuild serve, cold (resolve + build)" in singles:
+        print(
+            f"  mlflow serve (uv) / envbuild serve, cold      "
+            f"{ratio('mlflow models serve --env-manager uv, cold', 'envbuild serve, cold (resolve + build)')}"
+            "  (1 run each)"
+        )
+
+    got = {k: v for k, v in outputs.items() if v is not None}
+    same = len({json.dumps(v) for v in got.values()}) <= 1
+    print(f"\npredictions agree ({', '.join(got)}): {'yes' if same else 'NO'}")
+    if not same:
+        for name, value in got.items():
+            print(f"  {name}: {json.dumps(value)[:200]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Print a CI job (GitHub Actions or GitLab CI) that runs `envbuild reproduce` on model folders
+and publishes the JUnit report; ready to commit."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from envbuild.cli.output import Output
+
+HELP = "print a CI job that runs envbuild reproduce"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("provider", choices=("github", "gitlab"))
+    parser.add_argument(
+        "models",
+        nargs="*",
+        default=["model"],
+        metavar="MODEL",
+        help="model folders, relative to the repository root (default: model)",
+    )
+    parser.add_argument("--kind", choices=("venv", "docker"), default="venv")
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    from envbuild.ci import DESTINATIONS, render_ci
+
+    text = render_ci(args.provider, args.models, kind=args.kind)
+    out.info(f"save it as {DESTINATIONS[args.provider]}")
+    out.result({"provider": args.provider, "path": DESTINATIONS[args.provider], "text": text}, text)
+    return 0

@@ -1,0 +1,46 @@
+"""Build (or reuse) the model's environment from its lock and say where it is."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from envbuild.cli.common import add_build_options, add_json, add_model, prepare
+
+if TYPE_CHECKING:
+    from envbuild.cli.output import Output
+
+HELP = "build or reuse the model's environment"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_model(parser)
+    add_build_options(parser)
+    parser.add_argument(
+        "--print-path",
+        action="store_true",
+        help="print only the environment's folder (for scripts)",
+    )
+    add_json(parser)
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    prepared = prepare(args, out)
+    env = prepared.environment
+    if args.print_path:
+        out.result(prepared.to_dict(), str(env.path))
+        return 0
+
+    def text() -> str:
+        interp = prepared.interpreter
+        state = f"built in {env.seconds:.1f} s" if env.built else "reused from the cache"
+        return "\n".join(
+            [
+                f"environment  {env.path}  ({state})",
+                f"python       {interp.version}  {interp.path}  ({interp.reason or interp.source})",
+                f"lock         {prepared.lock_path or '-'}  ({prepared.lock_source})",
+            ]
+        )
+
+    out.result(prepared.to_dict(), text)
+    return 0

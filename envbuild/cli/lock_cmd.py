@@ -1,0 +1,126 @@
+"""Resolve the model's requirements to a PEP 751 pylock.toml (every package pinned, with hashes)
+for the model's Python on the target platforms (Linux x86_64 by default), or check that the lock
+still matches the model (--check, for CI)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from envbuild.cli.common import add_json, add_model
+
+if TYPE_CHECKING:
+    from envbuild.cli.output import Output
+    from envbuild.lock import Lock
+
+HELP = "pin every package, with hashes, into a PEP 751 pylock.toml"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_model(parser)
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH",
+        help="lock file to write or check (default: MODEL/pylock.toml)",
+    )
+    parser.add_argument(
+        "--python",
+        metavar="X.Y[.Z]",
+        help="target Python version (default: the model's); need not be installed",
+    )
+    parser.add_argument(
+        "--platform",
+        dest="platforms",
+        action="append",
+        metavar="PLATFORM",
+        help="target platform, repeatable: linux/amd64 (default), linux/arm64, macos "
+        "(arm64), macos/x86_64, windows; replaces the default, +PLATFORM adds to it",
+    )
+    parser.add_argument(
+        "--as-of",
+        metavar="DATE|model",
+        help="use only releases published before DATE (YYYY-MM-DD, UTC) or, with 'model', "
+        "before the model was logged (MLmodel utc_time_created)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="do not resolve: exit 3 if the lock is missing or no longer matches the model",
+    )
+    parser.add_argument(
+        "--offline", action="store_true", help="resolve from uv's cache only, without network"
+    )
+    parser.add_argument("--index-url", metavar="URL", help="package index to use instead of PyPI")
+    parser.add_argument(
+        "--extra-index-url",
+        dest="extra_index_urls",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="additional package index, repeatable",
+    )
+    parser.add_argument(
+        "--find-links",
+        dest="find_links",
+        action="append",
+        default=[],
+        metavar="URL|DIR",
+        help="additional place to look for wheels, repeatable",
+    )
+    parser.add_argument(
+        "--trust-model-indexes",
+        action="store_true",
+        help="also use the index options written in the model's requirement files",
+    )
+    add_json(parser)
+
+
+def render(lock: Lock, *, checked: bool) -> str:
+    from envbuild.cli.output import shown_path
+
+    path = shown_path(lock.path) if lock.path else "-"
+    verb = "up to date" if checked else ("wrote" if lock.changed else "unchanged")
+    where = ", ".join(lock.platforms)
+    as_of = f" as of {lock.as_of}" if lock.as_of else ""
+    lines = [
+        f"{path}: {verb}: {len(lock.packages)} packages for Python {lock.python} on {where}{as_of}",
+        f"digest {lock.digest}",
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    from envbuild.envspec import read_env
+    from envbuild.lock import check_lock, lock
+    from envbuild.model import load_model
+
+    spec = load_model(args.model)
+    env = read_env(spec)
+    for warning in (*spec.warnings, *env.warnings):
+        out.warn(warning)
+    if args.check:
+        result = check_lock(
+            spec, args.output, python=args.python, platforms=args.platforms, env=env
+        )
+    else:
+        result = lock(
+            spec,
+            output=args.output,
+            python=args.python,
+            platforms=args.platforms,
+            as_of=args.as_of,
+            offline=args.offline,
+            index_url=args.index_url,
+            extra_index_urls=args.extra_index_urls,
+            find_links=args.find_links,
+            trust_model_indexes=args.trust_model_indexes,
+            env=env,
+            on_progress=out.progress,
+        )
+    for warning in result.warnings:
+        out.warn(warning)
+    data = result.to_dict()
+    data["checked"] = bool(args.check)
+    out.result(data, lambda: render(result, checked=args.check))
+    return 0

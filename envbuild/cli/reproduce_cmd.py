@@ -1,0 +1,97 @@
+"""Prove the model's environment still rebuilds from its lock and still predicts what it
+predicted when it was logged: lock, build, verify, predict, compare. For CI."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from envbuild.cli.common import add_json
+
+if TYPE_CHECKING:
+    from envbuild.cli.output import Output
+    from envbuild.reproduce import Report
+
+HELP = "rebuild from the lock, verify, predict and compare (for CI)"
+
+MARK = {"passed": "ok  ", "failed": "FAIL", "skipped": "skip"}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("models", nargs="+", metavar="MODEL", help="model folder(s)")
+    parser.add_argument(
+        "--kind",
+        choices=("venv", "docker"),
+        default="venv",
+        help="rebuild as a virtualenv (default) or as a Docker image",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-6,
+        metavar="RTOL",
+        help="relative tolerance for floats in predictions (default 1e-6)",
+    )
+    parser.add_argument(
+        "--python",
+        metavar="VERSION|PATH",
+        help="interpreter to use instead of discovery (venv kind)",
+    )
+    parser.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
+    add_json(parser)
+
+
+def render(report: Report) -> str:
+    lines = [f"reproduce {report.model} ({report.kind})"]
+    for step in report.steps:
+        line = f"  {MARK[step.status]} {step.name:<8} {step.seconds:6.1f} s"
+        if step.message:
+            line += f"  {step.message}"
+        lines.append(line)
+        if step.status == "failed" and step.hint:
+            lines.append(f"                         hint: {step.hint}")
+        diffs = step.details.get("differences") if step.name == "compare" else None
+        for diff in diffs or []:
+            lines.append(f"                         {diff}")
+    if report.drift:
+        lines.append("  drift (logged -> now):")
+        for item in report.drift:
+            lines.append(
+                f"    {item['name']}: {item['logged'] or '-'} -> {item['installed'] or '-'}"
+            )
+    lines.append(
+        "  result: " + ("reproduced" if report.ok else f"NOT reproduced (exit {report.exit_code})")
+    )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    from envbuild.junit import write_junit
+    from envbuild.reproduce import reproduce
+
+    reports = []
+    for model in args.models:
+        report = reproduce(
+            model, kind=args.kind, rtol=args.tolerance, python=args.python, on_progress=out.progress
+        )
+        out.clear_progress()
+        for warning in report.warnings:
+            out.warn(warning)
+        reports.append(report)
+        if not out.json_mode:
+            out.result({}, render(report))
+    if args.junit:
+        write_junit(args.junit, reports)
+    data = (
+        reports[0].to_dict()
+        if len(reports) == 1
+        else {
+            "ok": all(r.ok for r in reports),
+            "exit_code": next((r.exit_code for r in reports if not r.ok), 0),
+            "models": [r.to_dict() for r in reports],
+        }
+    )
+    if out.json_mode:
+        out.result(data)
+    return int(data["exit_code"])

@@ -1,0 +1,38 @@
+"""Serve the model over HTTP from its own environment (/ping, /health, /version, /invocations,
+/openapi.json) — the same server a Docker image runs."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from envbuild.cli.common import add_build_options, add_model, prepare
+
+if TYPE_CHECKING:
+    from envbuild.cli.output import Output
+
+HELP = "serve the model over HTTP"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_model(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = any free)")
+    parser.add_argument(
+        "--workers", type=int, help="worker processes (default $ENVBUILD_WORKERS or 1)"
+    )
+    add_build_options(parser, kinds=("venv", "local", "docker"))
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    from envbuild import proc
+    from envbuild.execute import serve_argv
+
+    prepared = prepare(args, out)
+    if prepared.environment.kind == "docker":
+        from envbuild.envs.docker import serve
+
+        return serve(prepared.environment, args.host, args.port, args.workers)
+    argv = serve_argv(prepared.environment, prepared.model, args.host, args.port, args.workers)
+    proc.replace_process(argv, env=prepared.environment.run_env())
+    return 0  # pragma: no cover - replace_process does not return

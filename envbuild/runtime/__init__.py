@@ -1,0 +1,1 @@
+"""Files run by path inside a model's own environment; envbuild never imports them as modules."""

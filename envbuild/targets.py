@@ -1,0 +1,141 @@
+"""Where a lock will be installed: a Python version and platforms, named the way users name them.
+
+A model is usually run somewhere else than where ``envbuild`` runs (a Docker image is Linux even
+when built from a Mac), so a lock is resolved for explicit targets, never for "this machine". This
+module turns what users type (``linux/amd64``, ``linux/arm64``, ``macos``, ``windows``) into
+
+* the ``--python-platform`` value uv resolves for, and
+* the PEP 508 marker that identifies the platform in the lock's ``environments`` and, when the
+  targets need different packages, in a package's ``marker``.
+
+Why ``manylinux_2_28`` for Linux: Docker's ``python:*-slim`` images are Debian bookworm (glibc
+2.36), Debian 11 and Ubuntu 20.04 have 2.31, RHEL 8 has 2.28. Wheels tagged up to manylinux_2_28
+(which includes every manylinux2014 / 2_17 wheel) install on all of them; picking a newer tag would
+let uv choose wheels that an older-glibc host refuses to install.
+"""
+
+from __future__ import annotations
+
+import platform as _platform
+import re
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from envbuild.errors import UsageError
+
+
+@dataclass(frozen=True, order=True)
+class Platform:
+    """One target platform: canonical name, uv's ``--python-platform``, and marker values."""
+
+    name: str  # canonical, Docker-style where Docker has a name: "linux/amd64"
+    uv_platform: str  # uv --python-platform value
+    sys_platform: str  # PEP 508 sys_platform on that platform
+    machine: str  # PEP 508 platform_machine on that platform
+
+    @property
+    def marker(self) -> str:
+        """The PEP 508 marker true exactly on this platform (used in ``environments``)."""
+        return f"sys_platform == '{self.sys_platform}' and platform_machine == '{self.machine}'"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+LINUX_GLIBC = "2_28"
+
+PLATFORMS: dict[str, Platform] = {
+    p.name: p
+    for p in (
+        Platform("linux/amd64", f"x86_64-manylinux_{LINUX_GLIBC}", "linux", "x86_64"),
+        Platform("linux/arm64", f"aarch64-manylinux_{LINUX_GLIBC}", "linux", "aarch64"),
+        Platform("macos/arm64", "aarch64-apple-darwin", "darwin", "arm64"),
+        Platform("macos/x86_64", "x86_64-apple-darwin", "darwin", "x86_64"),
+        Platform("windows/amd64", "x86_64-pc-windows-msvc", "win32", "AMD64"),
+    )
+}
+
+_OS_ALIASES = {"linux": "linux", "macos": "macos", "darwin": "macos", "osx": "macos"}
+_OS_ALIASES |= {"windows": "windows", "win": "windows", "win32": "windows"}
+_ARCH_ALIASES = {
+    "amd64": "amd64",
+    "x86_64": "amd64",
+    "x64": "amd64",
+    "arm64": "arm64",
+    "aarch64": "arm64",
+}
+# The architecture an OS name alone means: Linux servers and Docker default to amd64; a Mac
+# bought since 2020 is Apple silicon.
+_DEFAULT_ARCH = {"linux": "amd64", "macos": "arm64", "windows": "amd64"}
+
+DEFAULT_PLATFORMS = ("linux/amd64",)
+
+
+def _canonical(os_name: str, arch: str) -> str:
+    if os_name == "macos" and arch == "amd64":
+        return "macos/x86_64"
+    return f"{os_name}/{arch}"
+
+
+def parse_platform(text: str) -> Platform:
+    """``linux/arm64``, ``linux/aarch64``, ``macos``, ``windows`` ... -> :class:`Platform`."""
+    raw = text.strip().lower()
+    os_part, _, arch_part = raw.partition("/")
+    os_name = _OS_ALIASES.get(os_part)
+    arch = _ARCH_ALIASES.get(arch_part) if arch_part else _DEFAULT_ARCH.get(os_name or "")
+    name = _canonical(os_name, arch) if os_name and arch else None
+    if name not in PLATFORMS:
+        known = ", ".join(sorted(PLATFORMS))
+        raise UsageError(
+            f"unknown platform {text!r}",
+            field="--platform",
+            hint=f"use one of {known} (aliases: linux, macos, windows, x86_64, aarch64)",
+        )
+    return PLATFORMS[name]
+
+
+def resolve_platforms(values: Iterable[str] | None) -> tuple[Platform, ...]:
+    """The target set from ``--platform`` values: given ones replace the default, ``+P`` adds.
+
+    Values may be comma-separated. The result is sorted by name so that the order the user typed
+    them in does not change the lock's bytes.
+    """
+    items = [part.strip() for value in values or () for part in value.split(",") if part.strip()]
+    chosen: dict[str, Platform] = {}
+    if not items or all(item.startswith("+") for item in items):
+        chosen.update((name, PLATFORMS[name]) for name in DEFAULT_PLATFORMS)
+    for item in items:
+        target = parse_platform(item.removeprefix("+"))
+        chosen[target.name] = target
+    return tuple(sorted(chosen.values()))
+
+
+_PYTHON_RE = re.compile(r"^3\.\d{1,2}(\.\d{1,3})?$")
+
+
+def parse_python(text: str) -> str:
+    """Validate a target Python version ``X.Y`` or ``X.Y.Z`` (what ``--python`` accepts)."""
+    value = text.strip()
+    if not _PYTHON_RE.match(value):
+        raise UsageError(
+            f"invalid Python version {text!r}",
+            field="--python",
+            hint="write X.Y or X.Y.Z, for example 3.10 or 3.11.7",
+        )
+    return value
+
+
+def python_minor(version: str) -> str:
+    """``3.11.7`` -> ``3.11``: the part that decides which wheels (ABI tags) fit."""
+    return ".".join(version.split(".")[:2])
+
+
+def host_platform() -> Platform | None:
+    """The platform envbuild runs on, when it is one of the known targets (None otherwise)."""
+    machine = _platform.machine().lower()
+    arch = _ARCH_ALIASES.get(machine)
+    os_name = {"linux": "linux", "darwin": "macos", "win32": "windows"}.get(sys.platform)
+    if os_name is None or arch is None:
+        return None
+    return PLATFORMS.get(_canonical(os_name, arch))

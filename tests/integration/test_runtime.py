@@ -1,0 +1,414 @@
+"""envbuild/runtime/runner.py as a command, run by path in a model environment (the dev venv).
+
+Predictions are compared byte for byte with what MLflow itself writes for the same model and input
+(``mlflow models predict`` and the function it calls), and failures with the documented exit codes.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import runtime_models as rm
+
+pytestmark = pytest.mark.integration
+
+RUNTIME_FILES = ["__init__.py", "runner.py", "server.py", "openapi.py"]
+NO_MLFLOW = {"ENVBUILD_NO_MLFLOW": "1"}
+
+
+@pytest.fixture(scope="session")
+def models_root(tmp_path_factory):
+    return rm.memo("root", lambda: tmp_path_factory.mktemp("runtime-models"))
+
+
+@pytest.fixture(scope="session")
+def sk_model(models_root):
+    return rm.memo("sklearn", lambda: rm.build_sklearn_model(models_root))
+
+
+@pytest.fixture(scope="session")
+def pyfunc_model(models_root):
+    return rm.memo("pyfunc", lambda: rm.build_pyfunc_model(models_root))
+
+
+@pytest.fixture(scope="session")
+def onnx_model(models_root):
+    return rm.memo("onnx", lambda: rm.build_onnx_model(models_root))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(models_root):
+    return rm.memo("tiny", lambda: rm.build_tiny_linear_model(models_root))
+
+
+@pytest.fixture(scope="session")
+def iris_csv(models_root):
+    def build():
+        path = models_root / "iris.csv"
+        rm.iris_frame()[0].to_csv(path, index=False)
+        return path
+
+    return rm.memo("iris_csv", build)
+
+
+def write(tmp_path: Path, name: str, payload) -> Path:
+    path = tmp_path / name
+    path.write_text(payload if isinstance(payload, str) else json.dumps(payload))
+    return path
+
+
+# ------------------------------------------------------------------------------------------
+# The files themselves
+
+
+@pytest.mark.parametrize("name", RUNTIME_FILES)
+def test_runtime_file_compiles_on_python_38(name, tmp_path):
+    if not rm.PYTHON38.exists():
+        pytest.skip(f"no Python 3.8 at {rm.PYTHON38}")
+    source = rm.RUNTIME_DIR / name
+    code = (
+        "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True)"
+    )
+    result = subprocess.run(
+        [str(rm.PYTHON38), "-c", code, str(source), str(tmp_path / (name + "c"))],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", RUNTIME_FILES)
+def test_runtime_file_imports_only_the_standard_library_at_module_level(name):
+    tree = ast.parse((rm.RUNTIME_DIR / name).read_text())
+    imported = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "relative imports break running by path"
+            imported.add(node.module.split(".")[0])
+    imported.discard("__future__")
+    assert imported <= set(sys.stdlib_module_names), imported - set(sys.stdlib_module_names)
+    every_import = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = {a.name for n in every_import if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module or "" for n in every_import if isinstance(n, ast.ImportFrom)}
+    assert not any(module.split(".")[0] == "envbuild" for module in names)
+
+
+def test_runner_works_when_copied_alone(tmp_path, tiny_model):
+    runner = rm.copy_runtime(tmp_path / "runtime")
+    result = rm.run_runner(
+        "predict",
+        "--model",
+        tiny_model,
+        runner=runner,
+        env=NO_MLFLOW,
+        stdin=b'{"inputs": {"a": [2.0], "b": [1]}}',
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b'{"predictions": [3.0]}'
+
+
+# ------------------------------------------------------------------------------------------
+# predict: same bytes as MLflow
+
+
+def test_predict_json_matches_mlflow_models_predict_cli(sk_model, tmp_path):
+    example = sk_model / "serving_input_example.json"
+    mlflow_out = tmp_path / "mlflow.json"
+    cli = subprocess.run(
+        [
+            str(rm.DEV_PYTHON),
+            "-m",
+            "mlflow",
+            "models",
+            "predict",
+            "-m",
+            str(sk_model),
+            "-i",
+            str(example),
+            "-o",
+            str(mlflow_out),
+            "--env-manager",
+            "local",
+        ],
+        capture_output=True,
+        text=True,
+        env=rm.subprocess_env(),
+        timeout=300,
+    )
+    assert cli.returncode == 0, cli.stderr
+    ours = rm.run_runner("predict", "--model", sk_model, "--input", example)
+    assert ours.returncode == 0, ours.stderr
+    assert ours.stdout == mlflow_out.read_bytes()
+    assert json.loads(ours.stdout)["predictions"] == [0, 0, 0]
+
+
+def test_predict_csv_matches_mlflow(sk_model, iris_csv):
+    ours = rm.run_runner("predict", "--model", sk_model, "--input", iris_csv)
+    assert ours.returncode == 0, ours.stderr
+    assert ours.stdout == rm.mlflow_reference(sk_model, iris_csv, "csv")
+    assert len(json.loads(ours.stdout)["predictions"]) == 150
+
+
+def test_predict_csv_in_chunks_writes_the_same_document(sk_model, iris_csv, tmp_path):
+    out = tmp_path / "chunked.json"
+    result = rm.run_runner(
+        "predict",
+        "--model",
+        sk_model,
+        "--input",
+        iris_csv,
+        "--content-type",
+        "csv",
+        "--chunk-rows",
+        "7",
+        "--output",
+        out,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b""
+    assert out.read_bytes() == rm.mlflow_reference(sk_model, iris_csv, "csv")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert b"scored" not in result.stderr  # progress only on a terminal
+
+
+def test_predict_reads_stdin_and_keeps_stdout_for_predictions(pyfunc_model, tmp_path):
+    """The model prints to sys.stdout and to fd 1; only the predictions may reach stdout."""
+    payload = {
+        "dataframe_records": [{"x": 1.5, "name": "ab"}, {"x": 2.0, "name": "c"}],
+        "params": {"scale": 3},
+    }
+    path = write(tmp_path, "scaler.json", payload)
+    result = rm.run_runner(
+        "predict", "--model", pyfunc_model, "--content-type", "json", stdin=path.read_bytes()
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == rm.mlflow_reference(pyfunc_model, path, "json")
+    assert json.loads(result.stdout) == {
+        "predictions": [{"y": 4.5, "label": "AB"}, {"y": 6.0, "label": "C"}]
+    }
+    assert b"model noise on sys.stdout" in result.stderr
+    assert b"model noise on file descriptor 1" in result.stderr
+
+
+def test_predict_onnx_tensor_input_matches_mlflow(onnx_model):
+    example = onnx_model / "serving_input_example.json"
+    result = rm.run_runner("predict", "--model", onnx_model, "--input", example)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == rm.mlflow_reference(onnx_model, example, "json")
+    predictions = json.loads(result.stdout)["predictions"]
+    assert predictions["label"] == [0, 0, 0]
+    assert len(predictions["probabilities"][0]) == 3
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"dataframe_split": {"columns": ["a", "b"], "data": [[1.5, 2], [0.25, 3]]}},
+        {"dataframe_records": [{"b": 2, "a": 1.5}, {"a": 0.25, "b": 3}], "params": {"scale": 2}},
+        {"instances": [{"a": 1.5, "b": 2}, {"a": 0.25, "b": 3}]},
+        {"inputs": {"a": [1.5, 0.25], "b": [2, 3]}, "params": {"scale": -1}},
+        {"dataframe_split": {"columns": ["a", "b"], "data": [[1.5, 2.7]]}},
+    ],
+    ids=["split", "records-params", "instances", "inputs-params", "truncating-cast"],
+)
+def test_predict_without_mlflow_writes_what_mlflow_writes(tiny_model, tmp_path, payload):
+    """The stdlib/pandas path (mlflow hidden) reproduces MLflow's parsing and output bytes."""
+    path = write(tmp_path, "tiny.json", payload)
+    result = rm.run_runner("predict", "--model", tiny_model, "--input", path, env=NO_MLFLOW)
+    assert result.returncode == 0, result.stderr
+    assert b"mlflow" not in result.stderr.lower()
+    assert result.stdout == rm.mlflow_reference(tiny_model, path, "json")
+
+
+def test_predict_csv_without_mlflow_writes_what_mlflow_writes(tiny_model, tmp_path):
+    path = write(tmp_path, "tiny.csv", "a,b\n1.5,2\n0.25,3\n0.5,7\n")
+    reference = rm.mlflow_reference(tiny_model, path, "csv")
+    env = {"ENVBUILD_NO_MLFLOW": "1"}
+    whole = rm.run_runner("predict", "--model", tiny_model, "--input", path, env=env)
+    chunked = rm.run_runner(
+        "predict", "--model", tiny_model, "--input", path, "--chunk-rows", "2", env=env
+    )
+    assert whole.returncode == chunked.returncode == 0, whole.stderr + chunked.stderr
+    assert whole.stdout == chunked.stdout == reference
+    assert json.loads(reference) == {"predictions": [4.75, 6.125, 14.25]}
+
+
+# ------------------------------------------------------------------------------------------
+# predict: exit codes and messages
+
+
+def test_missing_column_exits_2_naming_it(sk_model, tmp_path):
+    path = write(tmp_path, "bad.json", {"dataframe_records": [{"sepal length (cm)": 5.1}]})
+    result = rm.run_runner("predict", "--model", sk_model, "--input", path)
+    assert result.returncode == 2
+    assert result.stdout == b""
+    last = result.stderr.decode().strip().splitlines()[-1]
+    assert "sepal width (cm)" in last and "missing" in last
+
+
+@pytest.mark.parametrize(
+    ("env", "payload", "needle"),
+    [
+        (NO_MLFLOW, "{not json", "valid JSON"),
+        (NO_MLFLOW, '{"data": [[1, 2]]}', "dataframe_split"),
+        (NO_MLFLOW, '{"dataframe_split": {"data": [[1, 2]], "extra": 1}}', "extra"),
+        (NO_MLFLOW, '{"dataframe_records": [{"a": 1.0, "b": "seven"}]}', "column b"),
+        (NO_MLFLOW, '{"instances": [{"a": 1.0}]}', "['b']"),
+        ({}, '{"dataframe_records": [{"a": 1.0, "b": "seven"}]}', "column b"),
+        ({}, '{"instances": [{"a": 1.0}]}', "['b']"),
+    ],
+    ids=[
+        "syntax",
+        "no-format-key",
+        "split-keys",
+        "uncastable",
+        "missing",
+        "mlflow-uncastable",
+        "mlflow-missing",
+    ],
+)
+def test_bad_input_exits_2_naming_the_field(tiny_model, tmp_path, env, payload, needle):
+    path = write(tmp_path, "bad.json", payload)
+    result = rm.run_runner("predict", "--model", tiny_model, "--input", path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == b""
+    assert needle in result.stderr.decode().strip().splitlines()[-1]
+
+
+def test_model_exception_exits_5_with_its_type_on_one_line(pyfunc_model, tmp_path):
+    path = write(tmp_path, "neg.json", {"dataframe_records": [{"x": -1.0, "name": "a"}]})
+    result = rm.run_runner("predict", "--model", pyfunc_model, "--input", path)
+    assert result.returncode == 5
+    assert result.stdout == b""
+    stderr = result.stderr.decode()
+    assert "error: model failed to predict: ValueError: boom: negative x\n" in stderr
+    assert "Traceback" not in stderr
+
+    debug = rm.run_runner(
+        "predict", "--model", pyfunc_model, "--input", path, env={"ENVBUILD_DEBUG": "1"}
+    )
+    assert debug.returncode == 5
+    assert b"Traceback (most recent call last)" in debug.stderr
+    assert b"raise ValueError" in debug.stderr
+
+
+def test_model_exception_without_mlflow_exits_5(tiny_model, tmp_path):
+    path = write(tmp_path, "neg.json", {"inputs": {"a": [-1.0], "b": [1]}})
+    result = rm.run_runner("predict", "--model", tiny_model, "--input", path, env=NO_MLFLOW)
+    assert result.returncode == 5
+    assert "ArithmeticError: negative a is not allowed" in result.stderr.decode()
+
+
+def test_unloadable_model_exits_5(tmp_path, tiny_model):
+    result = rm.run_runner("predict", "--model", tmp_path / "nowhere", stdin=b"{}")
+    assert result.returncode == 5
+    assert b"does not exist" in result.stderr
+
+    broken = tmp_path / "broken"
+    (broken / "code").mkdir(parents=True)
+    (broken / "MLmodel").write_text((tiny_model / "MLmodel").read_text())
+    (broken / "code" / "envbuild_tiny_loader.py").write_text("raise RuntimeError('no weights')\n")
+    result = rm.run_runner("predict", "--model", broken, stdin=b"{}", env=NO_MLFLOW)
+    assert result.returncode == 5
+    assert "model failed to load" in result.stderr.decode()
+    assert "RuntimeError: no weights" in result.stderr.decode()
+
+
+def test_failed_run_leaves_no_output_file(tiny_model, tmp_path):
+    path = write(tmp_path, "bad.json", {"instances": [{"a": 1.0}]})
+    out = tmp_path / "out.json"
+    result = rm.run_runner(
+        "predict",
+        "--model",
+        tiny_model,
+        "--input",
+        path,
+        "--output",
+        out,
+        env=NO_MLFLOW,
+    )
+    assert result.returncode == 2
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".predictions")] == []
+
+
+def test_usage_errors_exit_2(tiny_model, tmp_path):
+    assert rm.run_runner("predict").returncode == 2
+    missing = rm.run_runner("predict", "--model", tiny_model, "--input", tmp_path / "none.json")
+    assert missing.returncode == 2
+    assert b"none.json" in missing.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# info
+
+
+def test_info_describes_the_environment(sk_model):
+    result = rm.run_runner("info", "--model", sk_model)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["python_version"] == platform.python_version()
+    assert info["mlflow_present"] is True
+    import mlflow
+    import sklearn
+
+    assert info["mlflow_version"] == mlflow.__version__
+    assert info["distributions"]["scikit-learn"] == sklearn.__version__
+    assert info["model"]["flavors"] == ["python_function", "sklearn"]
+    assert info["model"]["has_signature"] is True
+
+
+def test_chunk_progress_goes_to_a_terminal_stderr_only(tiny_model, tmp_path):
+    import pty
+
+    path = write(tmp_path, "rows.csv", "a,b\n" + "1.0,1\n" * 10)
+    primary, secondary = pty.openpty()
+    try:
+        result = subprocess.run(
+            [
+                str(rm.DEV_PYTHON),
+                str(rm.RUNNER),
+                "predict",
+                "--model",
+                str(tiny_model),
+                "--input",
+                str(path),
+                "--chunk-rows",
+                "4",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=secondary,
+            env=rm.subprocess_env(NO_MLFLOW),
+            timeout=60,
+        )
+        os.close(secondary)
+        secondary = None
+        shown = b""
+        while True:
+            try:
+                data = os.read(primary, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            shown += data
+    finally:
+        os.close(primary)
+        if secondary is not None:
+            os.close(secondary)
+    assert result.returncode == 0
+    assert result.stdout == b'{"predictions": [' + b", ".join([b"2.5"] * 10) + b"]}"
+    assert b"scored 4 rows" in shown and b"scored 10 rows" in shown

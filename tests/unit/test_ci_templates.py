@@ -1,0 +1,71 @@
+"""`envbuild ci-template`: valid YAML whose envbuild commands parse with envbuild's own CLI."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+import pytest
+import yaml
+
+from envbuild.ci import render_ci
+from envbuild.cli import build_parser
+from envbuild.errors import UsageError
+from tests.conftest import run_cli
+
+
+def envbuild_commands(doc: object) -> list[str]:
+    """Shell lines CI runs (GitHub `run:`, GitLab `script:`) that call envbuild."""
+    found: list[str] = []
+
+    def walk(node: object, key: str | None = None) -> None:
+        if isinstance(node, dict):
+            for name, value in node.items():
+                walk(value, name)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, key)
+        elif key in ("run", "script") and isinstance(node, str):
+            found.extend(
+                line.strip() for line in node.splitlines() if line.strip().startswith("envbuild ")
+            )
+
+    walk(doc)
+    return found
+
+
+@pytest.mark.parametrize("provider", ["github", "gitlab"])
+@pytest.mark.parametrize("kind", ["venv", "docker"])
+def test_template_is_valid_yaml_running_real_commands(provider: str, kind: str) -> None:
+    text = render_ci(provider, ["models/a", "models/b c"], kind=kind)
+    doc = yaml.safe_load(text)
+    commands = envbuild_commands(doc)
+    assert len(commands) == 1
+    # CI variables stand for one model folder; substitute one and parse with envbuild's parser
+    command = re.sub(r"\$\{\{ matrix.model \}\}|\$MODEL", "models/b c", commands[0])
+    argv = shlex.split(command)[1:]
+    args = build_parser().parse_args(argv)
+    assert args.command == "reproduce"
+    assert args.models == ["models/b c"]
+    assert args.kind == kind
+    assert str(args.junit) == "envbuild-report.xml"
+    assert "models/b c" in text  # every model is in the matrix
+    if provider == "github":
+        assert doc["jobs"]["reproduce"]["strategy"]["matrix"]["model"] == ["models/a", "models/b c"]
+    else:
+        job = doc["envbuild-reproduce"]
+        assert job["parallel"]["matrix"][0]["MODEL"] == ["models/a", "models/b c"]
+        assert job["artifacts"]["reports"]["junit"] == "envbuild-report.xml"
+
+
+def test_cli_prints_the_template() -> None:
+    proc = run_cli("ci-template", "gitlab", "model")
+    assert proc.returncode == 0
+    assert yaml.safe_load(proc.stdout)["envbuild-reproduce"]
+
+
+def test_unknown_provider_and_no_models() -> None:
+    with pytest.raises(UsageError):
+        render_ci("jenkins", ["m"])
+    with pytest.raises(UsageError):
+        render_ci("github", [])
