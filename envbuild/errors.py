@@ -7,6 +7,7 @@ so the CLI can print it as one line; ``hint`` says what to do next.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import IntEnum
 from pathlib import Path
 
@@ -51,12 +52,11 @@ class EnvbuildError(Exception):
         self.hint = hint
         self.log_path = Path(log_path) if log_path is not None else None
 
-    @property
-    def where(self) -> str:
-        """``file:line: field`` prefix, as much of it as is known."""
+    def where(self, show_path: Callable[[Path], str] = str) -> str:
+        """``file:line: field`` prefix, as much of it as is known (``show_path`` shortens paths)."""
         parts = []
         if self.path is not None:
-            loc = str(self.path)
+            loc = show_path(self.path)
             if self.line is not None:
                 loc += f":{self.line}"
             parts.append(loc)
@@ -64,9 +64,14 @@ class EnvbuildError(Exception):
             parts.append(self.field)
         return ": ".join(parts)
 
+    def format(self, show_path: Callable[[Path], str] = str) -> str:
+        """The one-line message: where, then what (never more than one line)."""
+        what = " ".join(self.message.splitlines()) if self.message else type(self).__name__
+        where = self.where(show_path)
+        return f"{where}: {what}" if where else what
+
     def __str__(self) -> str:
-        where = self.where
-        return f"{where}: {self.message}" if where else self.message
+        return self.format()
 
     def to_dict(self) -> dict[str, object]:
         """The error as ``--json`` prints it."""

@@ -109,16 +109,7 @@ class Output:
 
     @staticmethod
     def _message(exc: EnvbuildError) -> str:
-        parts = []
-        if exc.path is not None:
-            loc = shown_path(exc.path)
-            if exc.line is not None:
-                loc += f":{exc.line}"
-            parts.append(loc)
-        if exc.field:
-            parts.append(exc.field)
-        parts.append(" ".join(exc.message.splitlines()) if exc.message else type(exc).__name__)
-        return ": ".join(parts)
+        return exc.format(shown_path)
 
     def guard(self, func: Callable[[], int]) -> int:
         """Run a command; turn envbuild errors into one line + exit code, bugs into exit 1."""
