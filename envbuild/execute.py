@@ -25,6 +25,9 @@ RUNNER = RUNTIME_DIR / "runner.py"
 # the runner's exit codes (runtime/runner.py) -> envbuild's errors
 RUNNER_BAD_INPUT = 2
 RUNNER_MODEL_FAILED = 5
+# CSV inputs larger than this are scored in chunks of AUTO_CHUNK_ROWS rows (constant memory)
+AUTO_CHUNK_BYTES = 64 * 1024 * 1024
+AUTO_CHUNK_ROWS = 50_000
 
 
 def runner_argv(environment: Environment, command: str, *args: str) -> list[str]:
@@ -89,10 +92,25 @@ def predict(
         args += ["--output", str(output_path)]
     if content_type:
         args += ["--content-type", content_type]
+    if chunk_rows is None and _is_large_csv(input_path, content_type):
+        chunk_rows = AUTO_CHUNK_ROWS
     if chunk_rows:
         args += ["--chunk-rows", str(chunk_rows)]
     code = proc.call(runner_argv(environment, "predict", *args), env=environment.run_env())
     return _check_runner(code)
+
+
+def _is_large_csv(path: Path, content_type: str | None) -> bool:
+    """Batch scoring kicks in by itself for CSV files too big to hold comfortably in memory."""
+    if (
+        str(path) == "-"
+        or (content_type or ("csv" if path.suffix.lower() == ".csv" else "")) != "csv"
+    ):
+        return False
+    try:
+        return path.stat().st_size > AUTO_CHUNK_BYTES
+    except OSError:
+        return False
 
 
 def _check_runner(code: int) -> int:
@@ -128,6 +146,10 @@ def command_argv(environment: Environment, command: list[str]) -> list[str]:
 
 def environment_info(environment: Environment) -> dict[str, object]:
     """The runner's ``info`` inside the environment: Python, marker values, installed dists."""
+    if environment.kind == "docker":
+        from envbuild.envs import docker
+
+        return docker.info(environment)
     done = proc.run(
         runner_argv(environment, "info"),
         what="listing the environment's distributions",
@@ -150,6 +172,10 @@ def predict_to_file(
     output: Path,
 ) -> None:
     """Run the runner's ``predict`` into ``output``; its one-line error becomes a ModelRunError."""
+    if environment.kind == "docker":
+        from envbuild.envs import docker
+
+        return docker.predict_to_file(environment, model, input_path, content_type, output)
     args = ["--model", str(model.path), "--input", str(input_path), "--output", str(output)]
     if content_type:
         args += ["--content-type", content_type]
