@@ -27,6 +27,8 @@ _EXPORTS = {
     "Lock": "envbuild.lock",
     "read_lock": "envbuild.lock",
     "check_lock": "envbuild.lock",
+    "capture": "envbuild.capture",
+    "infer_requirements": "envbuild.capture",
     "EnvbuildError": "envbuild.errors",
     "ExitCode": "envbuild.errors",
 }

@@ -131,3 +131,17 @@ def portable_indexes():
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_mlflow_tracking(tmp_path_factory: pytest.TempPathFactory):
+    """MLflow 3 writes ./mlflow.db on its first tracking call; keep it out of the checkout."""
+    import os
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    if saved is None:
+        db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{db}"
+    yield
+    if saved is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)

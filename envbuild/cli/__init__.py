@@ -21,6 +21,7 @@ COMMANDS = (
     "predict",
     "serve",
     "run",
+    "capture",
     "image",
     "reproduce",
     "ci-template",
