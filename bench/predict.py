@@ -1,6 +1,7 @@
 """Benchmark: `envbuild predict`/`serve` vs a hand-made venv (the floor) vs MLflow's own commands.
 
-    .venv/bin/python bench/predict.py [--repeat 3] [--quick] [--model DIR] [--keep-no-bytecode]
+    .venv/bin/python bench/predict.py [--repeat 3] [--warm-samples 2] [--quick] [--model DIR]
+                                      [--keep-no-bytecode]
 
 On one scikit-learn model (saved here with ``serialization_format="cloudpickle"`` and an input
 example, unless ``--model`` is given) and one input (its ``serving_input_example.json``), times:
@@ -14,20 +15,26 @@ example, unless ``--model`` is given) and one input (its ``serving_input_example
   - the same with ``--no-compile`` (no bytecode at build time; the first run writes ``.pyc`` for
     the modules it imports), to size that option;
   - warm: the environment is in the cache;
+  and, inside the cold runs, each step's seconds as envbuild's logs record them (resolve, create,
+  install: link and compile bytecode);
 * the floor: the environment's own ``python`` running a six-line script (import mlflow, load the
   model, predict the same input, print JSON), i.e. a hand-made venv with nothing around it;
 * ``mlflow models predict -m MODEL -i INPUT -t json --env-manager uv`` (and ``virtualenv``, tried
-  once: it needs pyenv and virtualenv, and reports its failure here rather than being hidden).
+  once, not with ``--quick``: it needs pyenv and virtualenv; a failure is printed as a row).
   MLflow's ``models predict`` builds a new environment in a temporary folder on every call
   (``create_env_root_dir=True``), so it has no warm case: every run is "cold env, warm uv cache";
 * ``envbuild serve`` and ``mlflow models serve --env-manager uv``: seconds from starting the
   command to the first 200 on ``/ping``, warm (envbuild's cache; MLflow's ``MLFLOW_ENV_ROOT``, a
   temporary folder made warm by one untimed start), plus one cold start of each;
 * a breakdown of a warm ``envbuild predict``: interpreter start-up, the CLI's start-up, importing
-  envbuild's pipeline, ``prepare()`` in-process, and the runner alone with the environment's python.
+  envbuild's pipeline, ``prepare()`` in-process, the same command with the moment it spawns the
+  runner recorded (host side vs runner part of one run), and the runner alone with the
+  environment's python.
 
-Cases run interleaved (every case once per round, ``--repeat`` rounds) so that a busy machine slows
-all of them alike; medians and ratios are printed, and nothing asserts a time.
+Cases run interleaved (every case once per round, ``--repeat`` rounds; the cheap warm cases
+``--warm-samples`` times per round, since the warm/floor ratio is the one with a target) so that a
+busy machine slows all of them alike; medians, minimums and ratios are printed, and nothing
+asserts a time.
 
 Bytecode: this machine sets ``PYTHONDONTWRITEBYTECODE=1``. It is removed for every timed process,
 on both sides (Python's default elsewhere): envbuild compiles its environment at build time anyway,
@@ -44,6 +51,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -71,6 +79,28 @@ PYENV_BIN = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "bin"
 RUNNER_DROPPED_VARS = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE")
 READY_TIMEOUT = 300.0
 
+# the rows
+COLD = "envbuild predict, cold (resolve + build)"
+SEEDED = "envbuild predict, cold env, cached lock"
+NO_COMPILE = "envbuild predict --no-compile, cold env, cached lock"
+WARM = "envbuild predict, warm"
+FLOOR = "floor: env python + 6-line script"
+MLFLOW_UV = "mlflow models predict --env-manager uv"
+MLFLOW_VENV = "mlflow models predict --env-manager virtualenv"
+SERVE_WARM = "envbuild serve, warm"
+MLFLOW_SERVE_WARM = "mlflow models serve --env-manager uv, warm"
+SERVE_COLD = "envbuild serve, cold (resolve + build)"
+MLFLOW_SERVE_COLD = "mlflow models serve --env-manager uv, cold"
+PY_PASS = "python -c pass (envbuild's interpreter)"
+CLI_START = "envbuild --version (CLI start-up)"
+PREPARE = "python: import envbuild.pipeline + 5 x prepare()"
+RUNNER_ALONE = "runner alone (env python runner.py predict)"
+STAMPED = "envbuild predict, warm, timestamped"
+HOST_PART = "host side: start until the runner is spawned"
+RUNNER_PART = "runner part: spawn until exit"
+# cheap cases, run --warm-samples times per round: the warm ratio is the one with a target
+LIGHT = (WARM, FLOOR, RUNNER_ALONE, STAMPED, PY_PASS, CLI_START, PREPARE)
+
 FLOOR_SCRIPT = """\
 import json, sys
 import mlflow.pyfunc
@@ -93,6 +123,20 @@ for _ in range(5):
     if prepared.environment.built:
         raise SystemExit("the environment was not in the cache")
 print(json.dumps({"import": imported - started, "prepare": statistics.median(samples)}))
+"""
+
+
+# `envbuild ARGS...` that writes the wall-clock time at which it spawns the runner to stderr
+STAMP_SCRIPT = """\
+import subprocess, sys, time
+popen_init = subprocess.Popen.__init__
+def stamped(self, *args, **kwargs):
+    sys.stderr.write("ENVBUILD-BENCH-SPAWN %r\\n" % time.time())
+    popen_init(self, *args, **kwargs)
+subprocess.Popen.__init__ = stamped
+from envbuild.cli import main
+sys.argv[0] = "envbuild"
+sys.exit(main())
 """
 
 
@@ -121,13 +165,21 @@ def last_line(text: str) -> str:
     return lines[-1][:200] if lines else "(no output)"
 
 
-def run(args: list[str], env: dict[str, str], timeout: float = 900) -> tuple[float, str]:
-    """(seconds, stdout) of one command; CaseFailed with the last line of stderr if it fails."""
+def run_full(
+    args: list[str], env: dict[str, str], timeout: float = 900
+) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """(seconds, the finished process) of one command; CaseFailed if it exits non-zero."""
     started = time.perf_counter()
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise CaseFailed(f"exit {done.returncode}: {last_line(done.stderr or done.stdout)}")
+    return seconds, done
+
+
+def run(args: list[str], env: dict[str, str], timeout: float = 900) -> tuple[float, str]:
+    """(seconds, stdout) of one command; CaseFailed with the last line of stderr if it fails."""
+    seconds, done = run_full(args, env, timeout)
     return seconds, done.stdout
 
 
@@ -169,6 +221,38 @@ def serve_seconds(args: list[str], port: int, env: dict[str, str], log: Path) ->
                     child.wait()
 
 
+def cold_steps(cache: Path) -> dict[str, float]:
+    """Seconds of each subprocess of a cold build, read from the logs envbuild wrote in ``cache``.
+
+    Each log starts with ``# exit 0 after X s``; uv's install log also says how long it took to
+    link the packages and to compile bytecode (``Installed 87 packages in 425ms``).
+    """
+    steps: dict[str, float] = {}
+    for log in sorted((cache / "logs").glob("*.log")):
+        text = log.read_text(errors="replace")
+        found = re.search(r"^# exit 0 after ([0-9.]+) s", text, re.M)
+        if not found:
+            continue
+        for key, label in (
+            ("resolving", "resolve the lock (uv pip compile)"),
+            ("creating-the-virtualenv", "create the venv (uv venv)"),
+            ("installing", "install (uv pip sync)"),
+        ):
+            if key in log.name:
+                steps[label] = float(found.group(1))
+        for what, label in (
+            ("Installed", "  of which: link packages"),
+            ("Bytecode compiled", "  of which: compile bytecode"),
+        ):
+            found = re.search(rf"{what} .* in ([0-9.]+)(ms|s)\b", text)
+            if found:
+                value = float(found.group(1))
+                steps[label] = value / 1000 if found.group(2) == "ms" else value
+    order = ("resolve", "create", "install", "  of which: link", "  of which: compile")
+    rank = {label: next(i for i, o in enumerate(order) if label.startswith(o)) for label in steps}
+    return dict(sorted(steps.items(), key=lambda kv: rank[kv[0]]))
+
+
 def predictions(stdout: str) -> object:
     """The ``{"predictions": ...}`` document at the end of a command's stdout."""
     text = stdout.strip()
@@ -186,6 +270,12 @@ def main() -> int:
         "--quick",
         action="store_true",
         help="one round; skip --no-compile, the virtualenv manager and envbuild's cold serve",
+    )
+    parser.add_argument(
+        "--warm-samples",
+        type=int,
+        default=2,
+        help="runs of each cheap (warm) case per round (default 2)",
     )
     parser.add_argument("--model", type=Path, help="an MLflow model folder (default: make one)")
     parser.add_argument(
@@ -251,6 +341,7 @@ def main() -> int:
 
         predict_cmd = [*envbuild_cli, "predict", str(model), "-i", str(input_path)]
         outputs: dict[str, object] = {}
+        inside_cold: dict[str, list[float]] = {}
 
         def envbuild_predict(cache_kind: str, extra: tuple[str, ...] = ()) -> float:
             if cache_kind == "warm":
@@ -259,7 +350,11 @@ def main() -> int:
                 return seconds
             cache = fresh_cache(seed=cache_kind == "seeded")
             try:
-                return run([*predict_cmd, *extra], with_cache(cache))[0]
+                seconds = run([*predict_cmd, *extra], with_cache(cache))[0]
+                if cache_kind == "fresh":
+                    for step, value in cold_steps(cache).items():
+                        inside_cold.setdefault(step, []).append(value)
+                return seconds
             finally:
                 shutil.rmtree(cache, ignore_errors=True)
 
@@ -305,7 +400,7 @@ def main() -> int:
             except (CaseFailed, subprocess.TimeoutExpired) as exc:
                 singles[name] = f"failed: {exc}"
 
-        single("mlflow models serve --env-manager uv, cold", mlflow_serve)
+        single(MLFLOW_SERVE_COLD, mlflow_serve)
         if not args.quick:
             print("cold serve and the virtualenv manager (one run each) ...", flush=True)
 
@@ -316,39 +411,33 @@ def main() -> int:
                 finally:
                     shutil.rmtree(cache, ignore_errors=True)
 
-            single("envbuild serve, cold (resolve + build)", cold_serve)
+            single(SERVE_COLD, cold_serve)
             single(
-                "mlflow models predict --env-manager virtualenv",
+                MLFLOW_VENV,
                 lambda: mlflow_predict("virtualenv"),
             )
 
         # -- the timed rounds -------------------------------------------------------------------
         cases: dict[str, Callable[[], float]] = {
-            "envbuild predict, cold (resolve + build)": lambda: envbuild_predict("fresh"),
-            "envbuild predict, cold env, cached lock": lambda: envbuild_predict("seeded"),
+            COLD: lambda: envbuild_predict("fresh"),
+            SEEDED: lambda: envbuild_predict("seeded"),
         }
         if not args.quick:
-            cases["envbuild predict --no-compile, cold env, cached lock"] = lambda: (
-                envbuild_predict("seeded", ("--no-compile",))
-            )
-        cases["envbuild predict, warm"] = lambda: envbuild_predict("warm")
+            cases[NO_COMPILE] = lambda: envbuild_predict("seeded", ("--no-compile",))
+        cases[WARM] = lambda: envbuild_predict("warm")
 
         def floor() -> float:
             seconds, out = run([env_python, str(floor_script), str(model), str(input_path)], env)
             outputs.setdefault("floor", predictions(out))
             return seconds
 
-        cases["floor: env python + 6-line script"] = floor
-        cases["mlflow models predict --env-manager uv"] = lambda: mlflow_predict("uv")
-        cases["envbuild serve, warm (start -> 200 /ping)"] = lambda: envbuild_serve(warm_cache)
-        cases["mlflow models serve --env-manager uv, warm"] = mlflow_serve
+        cases[FLOOR] = floor
+        cases[MLFLOW_UV] = lambda: mlflow_predict("uv")
+        cases[SERVE_WARM] = lambda: envbuild_serve(warm_cache)
+        cases[MLFLOW_SERVE_WARM] = mlflow_serve
         # breakdown of a warm `envbuild predict`
-        cases["python -c pass (envbuild's interpreter)"] = lambda: run(
-            [sys.executable, "-c", "pass"], env
-        )[0]
-        cases["envbuild --version (CLI start-up)"] = lambda: run([*envbuild_cli, "--version"], env)[
-            0
-        ]
+        cases[PY_PASS] = lambda: run([sys.executable, "-c", "pass"], env)[0]
+        cases[CLI_START] = lambda: run([*envbuild_cli, "--version"], env)[0]
         in_process: dict[str, list[float]] = {"import": [], "prepare": []}
 
         def prepare_in_process() -> float:
@@ -360,119 +449,129 @@ def main() -> int:
             in_process["prepare"].append(data["prepare"])
             return seconds
 
-        cases["python: import envbuild.pipeline + 5 x prepare()"] = prepare_in_process
+        cases[PREPARE] = prepare_in_process
         runner_cmd = [env_python, str(RUNNER), "predict", "--model", str(model)]
         runner_cmd += ["--input", str(input_path)]
-        cases["runner alone (env python runner.py predict)"] = lambda: run(runner_cmd, run_env)[0]
+        cases[RUNNER_ALONE] = lambda: run(runner_cmd, run_env)[0]
+        stamp_script = work / "stamped_envbuild.py"
+        stamp_script.write_text(STAMP_SCRIPT)
+        parts: dict[str, list[float]] = {HOST_PART: [], RUNNER_PART: []}
+
+        def stamped() -> float:
+            cmd = [sys.executable, str(stamp_script), *predict_cmd[3:]]
+            started = time.time()
+            seconds, done = run_full(cmd, with_cache(warm_cache))
+            ended = time.time()
+            spawns = [
+                float(line.split()[1])
+                for line in done.stderr.splitlines()
+                if line.startswith("ENVBUILD-BENCH-SPAWN ")
+            ]
+            if spawns:
+                parts[HOST_PART].append(spawns[-1] - started)
+                parts[RUNNER_PART].append(ended - spawns[-1])
+            return seconds
+
+        cases[STAMPED] = stamped
 
         samples: dict[str, list[float]] = {name: [] for name in cases}
         failures: dict[str, str] = {}
+        heavy = [name for name in cases if name not in LIGHT]
+        light = [name for name in cases if name in LIGHT]
         for round_no in range(repeat):
             print(f"round {round_no + 1}/{repeat} ...", flush=True)
-            for name, func in cases.items():
+            for name in heavy + light * max(1, args.warm_samples):
                 if name in failures:
                     continue
                 try:
-                    samples[name].append(func())
+                    samples[name].append(cases[name]())
                 except (CaseFailed, subprocess.TimeoutExpired) as exc:
                     failures[name] = str(exc)
         load_after = os.getloadavg()
         total = time.perf_counter() - started_all
 
     med = {name: statistics.median(s) for name, s in samples.items() if s}
+    low = {name: min(s) for name, s in samples.items() if s}
+    for name, value in singles.items():
+        if isinstance(value, float):
+            med[name] = low[name] = value
 
-    def show(name: str, value: float | str | None, note: str = "") -> None:
-        if isinstance(value, str):
-            print(f"  {name:<56} {value}")
-        elif value is None:
-            print(f"  {name:<56} {'failed: ' + failures.get(name, '?')}")
-        else:
-            print(f"  {name:<56} {value:7.2f} s{note}")
+    def show(name: str, label: str | None = None) -> None:
+        label = label or name
+        if name in singles and not isinstance(singles[name], float):
+            print(f"  {label:<54} {singles[name]}")
+        elif name in failures:
+            print(f"  {label:<54} failed: {failures[name]}")
+        elif name in med:
+            count = 1 if name in singles else len(samples[name])
+            runs = "1 run" if count == 1 else f"{count} runs"
+            print(f"  {label:<54} {med[name]:7.2f} s {low[name]:7.2f} s   {runs}")
 
-    def ratio(a: str, b: str) -> str:
-        x = med.get(a, singles.get(a))
-        y = med.get(b, singles.get(b))
-        if isinstance(x, float) and isinstance(y, float) and y > 0:
-            return f"x{x / y:5.2f}"
-        return "  n/a"
+    def ratio(label: str, a: str, b: str, note: str = "") -> None:
+        if med.get(a) and med.get(b):
+            print(f"  {label:<54} x{med[a] / med[b]:5.2f}   x{low[a] / low[b]:5.2f}{note}")
+        elif {a, b} <= set(med) | set(failures) | set(singles):  # both tried, one failed
+            print(f"  {label:<54}   n/a")
 
     print(
-        f"\n{repeat} round(s), medians; load average {load_before[0]:.1f} before, "
-        f"{load_after[0]:.1f} after; {total:.0f} s in all"
+        f"\n{repeat} round(s); load average {load_before[0]:.1f} before, "
+        f"{load_after[0]:.1f} after (2 cores: other work on the machine slows every case); "
+        f"{total:.0f} s in all"
     )
     print(
         f"PYTHONDONTWRITEBYTECODE {'set' if args.keep_no_bytecode else 'unset'} for every "
-        f"process; uv cache warm ({run([uv, 'cache', 'dir'], env)[1].strip()})"
+        f"process; uv's cache warm throughout ({run([uv, 'cache', 'dir'], env)[1].strip()})"
     )
-    print(f"first envbuild predict (untimed warm-up, cold): {first_predict:.2f} s\n")
+    print(f"first envbuild predict (untimed warm-up, cold): {first_predict:.2f} s")
 
-    print("predict (same model, same input):")
-    for name in cases:
-        if name.startswith(("python -c", "envbuild --version", "python: import", "runner")):
-            continue
-        if "serve" in name:
-            continue
-        show(name, med.get(name))
-    for name, value in singles.items():
-        if "predict" in name:
-            show(name + " (1 run)", value)
-    print("\nserve (start -> first 200 on /ping):")
-    for name in cases:
-        if "serve" in name:
-            show(name, med.get(name))
-    for name, value in singles.items():
-        if "serve" in name:
-            show(name + " (1 run)", value)
+    print(f"\n{'predict (same model, same input)':<56} {'median':>9} {'min':>9}")
+    for name in (COLD, SEEDED, NO_COMPILE, WARM, FLOOR, MLFLOW_UV, MLFLOW_VENV):
+        show(name)
+        if name == COLD and inside_cold:
+            print("    inside those runs (from envbuild's logs):")
+            for step, values in inside_cold.items():
+                med[step], low[step], samples[step] = statistics.median(values), min(values), values
+                show(step, "    " + step)
+    print(f"\n{'serve (start -> first 200 on /ping)':<56} {'median':>9} {'min':>9}")
+    for name in (SERVE_WARM, MLFLOW_SERVE_WARM, SERVE_COLD, MLFLOW_SERVE_COLD):
+        show(name)
 
-    print("\nwhere a warm `envbuild predict` goes:")
-    for name in cases:
-        if name.startswith(("python -c", "envbuild --version", "python: import", "runner")):
-            show(name, med.get(name))
+    print(f"\n{'where a warm `envbuild predict` goes':<56} {'median':>9} {'min':>9}")
+    show(WARM)
+    show(PY_PASS)
+    show(CLI_START)
+    show(PREPARE)
     if in_process["import"]:
-        show("  of which: import envbuild.pipeline", statistics.median(in_process["import"]))
-        show("  of which: one prepare() (warm cache)", statistics.median(in_process["prepare"]))
-    warm, runner, flr = (
-        med.get("envbuild predict, warm"),
-        med.get("runner alone (env python runner.py predict)"),
-        med.get("floor: env python + 6-line script"),
-    )
-    if warm and runner and flr:
-        show("envbuild host side (warm predict - runner alone)", warm - runner)
-        show("runner over the floor (runner alone - floor)", runner - flr)
+        for key, label in (("import", "import envbuild.pipeline"), ("prepare", "one prepare()")):
+            med[label], low[label] = statistics.median(in_process[key]), min(in_process[key])
+            samples[label] = in_process[key]
+            show(label, "  of which: " + label)
+    show(STAMPED)
+    for name, values in parts.items():
+        if values:
+            med[name], low[name], samples[name] = statistics.median(values), min(values), values
+            show(name, "  " + name)
+    show(RUNNER_ALONE)
+    show(FLOOR)
+    if med.get(RUNNER_ALONE) and med.get(FLOOR):
+        over = med[RUNNER_ALONE] - med[FLOOR]
+        print(f"  {'runner over the floor (runner alone - floor)':<54} {over:7.2f} s")
 
-    print("\nratios:")
+    print(f"\n{'ratios':<56} {'medians':>9} {'mins':>8}")
     target = ""
-    if warm and flr:
-        target = "  (target <= 1.15: " + ("met)" if warm / flr <= 1.15 else "NOT met)")
-    print(
-        f"  warm envbuild predict / floor                 {ratio('envbuild predict, warm', 'floor: env python + 6-line script')}{target}"
-    )
-    mp = "mlflow models predict --env-manager uv"
-    for other in (
-        "envbuild predict, cold (resolve + build)",
-        "envbuild predict, cold env, cached lock",
-        "envbuild predict --no-compile, cold env, cached lock",
-        "envbuild predict, warm",
-    ):
-        if other in med:
-            print(f"  mlflow predict (uv) / {other:<48} {ratio(mp, other)}")
-    if "envbuild predict, cold (resolve + build)" in med:
-        cold = med["envbuild predict, cold (resolve + build)"]
-        seeded = med.get("envbuild predict, cold env, cached lock")
-        if seeded:
-            print(
-                f"  lock resolution + interpreter probes (cold - cold env): {cold - seeded:.2f} s"
-            )
-    print(
-        f"  mlflow serve (uv) / envbuild serve, warm      "
-        f"{ratio('mlflow models serve --env-manager uv, warm', 'envbuild serve, warm (start -> 200 /ping)')}"
-    )
-    if "envbuild serve, cold (resolve + build)" in singles:
-        print(
-            f"  mlflow serve (uv) / envbuild serve, cold      "
-            f"{ratio('mlflow models serve --env-manager uv, cold', 'envbuild serve, cold (resolve + build)')}"
-            "  (1 run each)"
-        )
+    if med.get(WARM) and med.get(FLOOR):
+        met = med[WARM] / med[FLOOR] <= 1.15
+        target = "   target <= 1.15 (medians): " + ("met" if met else "NOT met")
+    ratio("envbuild predict, warm / floor", WARM, FLOOR, target)
+    ratio("runner alone / floor", RUNNER_ALONE, FLOOR)
+    for other in (COLD, SEEDED, NO_COMPILE, WARM):
+        ratio(f"mlflow predict uv / {other.removeprefix('envbuild ')}", MLFLOW_UV, other)
+    ratio("mlflow predict virtualenv / predict, cold", MLFLOW_VENV, COLD, "  (1 run)")
+    ratio("mlflow serve uv / envbuild serve, warm", MLFLOW_SERVE_WARM, SERVE_WARM)
+    ratio("mlflow serve uv / envbuild serve, cold", MLFLOW_SERVE_COLD, SERVE_COLD, "  (1 run)")
+    if med.get(SEEDED) and med.get(NO_COMPILE):
+        spent = med[SEEDED] - med[NO_COMPILE]
+        print(f"  {'saved by --no-compile (cold env, cached lock)':<54} {spent:7.2f} s")
 
     got = {k: v for k, v in outputs.items() if v is not None}
     same = len({json.dumps(v) for v in got.values()}) <= 1

@@ -35,6 +35,9 @@ class Environment:
             env.pop(key, None)
         env["PYTHONNOUSERSITE"] = "1"
         if self.kind != "local":
+            # a venv built with --no-compile gets its .pyc written on first use, for what is
+            # really imported (atomic writes: concurrent first runs are safe)
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
             env["VIRTUAL_ENV"] = str(self.path)
             env["PATH"] = os.pathsep.join([str(self.python.parent), env.get("PATH", "")])
         return env
