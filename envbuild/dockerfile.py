@@ -9,7 +9,6 @@ and every value is checked to be one line, so a value can never inject an instru
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -83,8 +82,12 @@ def _one_line(name: str, value: str) -> str:
 
 
 def quote(value: str) -> str:
-    """A double-quoted Dockerfile word: JSON escapes, plus ``$`` kept literal (no expansion)."""
-    return json.dumps(value).replace("$", "\\$")
+    """A double-quoted Dockerfile word that the builder reads back as exactly ``value``:
+    ``\\``, ``"`` and ``$`` escaped (no variable expansion), control characters refused."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise UsageError(f"control characters are not allowed in a label: {value!r}")
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'"{escaped}"'
 
 
 def label_instruction(labels: Mapping[str, str]) -> str:

@@ -19,7 +19,7 @@ the engine and ``dockerfile.py`` renders the Dockerfile. The decisions:
   ``$PIP_CERT``) goes into the context's ``build/`` folder and is used by the build stage only;
   index URLs (possibly with credentials) are build args declared in the build stage only. The
   final stage starts again from the base and copies only ``/opt/env``, the lock, the runner and the
-  model, so none of them reaches the image.
+  model, so neither the CA nor the index settings reach the image.
 * **Context**: assembled in a folder of its own (no ``.dockerignore`` needed): files get mode
   0644/0755 whatever their mode on disk (the image's non-root user must read them), symlinks
   inside the model folder are copied as the files they point to, symlinks leaving it are refused.
@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from envbuild.__about__ import __version__
 from envbuild.envspec import EnvSpec, read_env
@@ -47,9 +48,14 @@ from envbuild.lock import PYLOCK_NAME, Lock, read_lock
 from envbuild.model import ModelSpec, load_model
 from envbuild.targets import Platform, parse_platform, python_minor
 
+if TYPE_CHECKING:
+    from envbuild.envs import Environment
+    from envbuild.python import Interpreter
+
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
+IMAGE_ENV = "/opt/env"  # where the template installs the environment
+IMAGE_PYTHON = "/opt/env/bin/python"
 RUNTIME_FILES = ("runner.py", "server.py", "openapi.py")
-CONTEXT_FILES = ("Dockerfile", PYLOCK_NAME, "runtime", "model", "build")
 REUSE_REPOSITORY = "envbuild"
 LABEL_PREFIX = "envbuild"
 UV_SOURCES = ("auto", "binary", "pip")
@@ -86,7 +92,7 @@ class ImagePlan:
     model: ModelSpec
     env: EnvSpec
     lock: Lock
-    lock_source: str  # model, cache
+    lock_source: str  # model, cache, given
     base_image: str
     platform: Platform
     platform_given: bool
@@ -447,24 +453,38 @@ def plan_image(
     options: ImageOptions | None = None,
     *,
     env: EnvSpec | None = None,
+    lock: Lock | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> ImagePlan:
-    """Decide everything about the image (lock, base, tag, labels, build inputs); no Docker."""
+    """Decide everything about the image (lock, base, tag, labels, build inputs); no Docker.
+
+    ``lock`` installs exactly that lock (``reproduce``) instead of choosing one; it must cover
+    the target platform.
+    """
     options = options or ImageOptions()
     spec = model if isinstance(model, ModelSpec) else load_model(model)
     env = env if env is not None else read_env(spec)
     warnings: list[str] = [*spec.warnings, *env.warnings]
     target = image_platform(options.platform)
-    python = _target_python(env, options.python)
-    lk, source = image_lock(
-        spec,
-        env,
-        python,
-        target,
-        offline=options.offline,
-        warnings=warnings,
-        on_progress=on_progress,
-    )
+    if lock is not None:
+        if target.name not in lock.platforms:
+            raise UsageError(
+                f"the lock targets {', '.join(lock.platforms)}, not {target.name}",
+                path=lock.path,
+                hint=f"lock for it: envbuild lock MODEL --platform +{target.name}",
+            )
+        lk, source = lock, "given"
+    else:
+        python = _target_python(env, options.python)
+        lk, source = image_lock(
+            spec,
+            env,
+            python,
+            target,
+            offline=options.offline,
+            warnings=warnings,
+            on_progress=on_progress,
+        )
     warnings.extend(w for w in lk.warnings if w not in warnings)
     check_lock_is_portable(lk)
     base = options.base_image or default_base_image(lk.python_minor)
@@ -515,7 +535,7 @@ def dockerfile_text(plan: ImagePlan) -> str:
 
 
 def _copy(source: Path, target: Path, executable: bool) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)
     os.chmod(target, 0o755 if executable else 0o644)
 
@@ -523,6 +543,14 @@ def _copy(source: Path, target: Path, executable: bool) -> None:
 def write_context(plan: ImagePlan, folder: Path) -> Path:
     """Write the complete build context into ``folder`` (absent or empty); returns it."""
     folder = Path(folder)
+    model_root = Path(os.path.realpath(plan.model.path))
+    if model_root in (Path(os.path.realpath(folder)), *Path(os.path.realpath(folder)).parents):
+        raise UsageError(
+            "the context folder is inside the model folder",
+            path=folder,
+            field="--context",
+            hint="write the context somewhere else: it holds a copy of the model",
+        )
     if folder.exists() and any(folder.iterdir()):
         raise UsageError(
             "the context folder is not empty",
@@ -531,22 +559,24 @@ def write_context(plan: ImagePlan, folder: Path) -> Path:
             hint="give a new or empty folder",
         )
     folder.mkdir(parents=True, exist_ok=True)
-    os.chmod(folder, 0o755)
     (folder / "Dockerfile").write_text(dockerfile_text(plan), encoding="utf-8")
     (folder / PYLOCK_NAME).write_text(plan.lock.text, encoding="utf-8")
     for name in RUNTIME_FILES:
         _copy(RUNTIME_DIR / name, folder / "runtime" / name, False)
-    (folder / "model").mkdir(mode=0o755)
+    (folder / "model").mkdir()
     for rel, real, executable in model_files(plan.model.path):
         _copy(real, folder / "model" / rel, executable)
     build = folder / "build"
-    build.mkdir(mode=0o755)
+    build.mkdir()
     if plan.uv_binary is not None:
         _copy(plan.uv_binary, build / "uv", True)
     if plan.ca_cert is not None:
         _copy(plan.ca_cert, build / "ca.pem", False)
     for path in (folder / "Dockerfile", folder / PYLOCK_NAME):
         os.chmod(path, 0o644)
+    for path in [folder, *folder.rglob("*")]:  # whatever the umask: COPY keeps these modes
+        if path.is_dir():
+            os.chmod(path, 0o755)
     return folder
 
 
@@ -568,6 +598,36 @@ class ImageResult:
     uncached: tuple[str, ...] = ()
     log_path: Path | None = None
     context: Path | None = None
+
+    def environment(self) -> Environment:
+        """The image as an Environment (``--kind docker``): where its interpreter is inside."""
+        from envbuild.envs import Environment
+
+        return Environment(
+            kind="docker",
+            path=Path(IMAGE_ENV),
+            python=Path(IMAGE_PYTHON),
+            key=self.plan.tag,
+            lock_digest=self.plan.lock.digest,
+            interpreter_version=self.plan.lock.python,
+            built=self.built,
+            seconds=self.seconds,
+            details={"image": self.plan.tag, "image_id": str(self.image_id)},
+        )
+
+    def interpreter(self) -> Interpreter:
+        """The image's Python, described like a discovered interpreter."""
+        from envbuild.python import Interpreter
+
+        return Interpreter(
+            path=IMAGE_PYTHON,
+            version=self.plan.lock.python,
+            implementation="cpython",
+            cache_tag="",
+            platform=self.plan.platform.name,
+            source="image",
+            reason=f"in the image {self.plan.tag} (base {self.plan.base_image})",
+        )
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -641,6 +701,7 @@ def ensure_image(
     options: ImageOptions | None = None,
     *,
     env: EnvSpec | None = None,
+    lock: Lock | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> ImageResult:
     """``--kind docker``: reuse ``envbuild/<model>:<lock12>-<model12>`` when it exists and was
@@ -649,7 +710,7 @@ def ensure_image(
 
     options = options or ImageOptions()
     started = time.monotonic()
-    plan = plan_image(model, options, env=env, on_progress=on_progress)
+    plan = plan_image(model, options, env=env, lock=lock, on_progress=on_progress)
     client = engine.client()
     found = engine.find_image(client, plan.tag)
     if found is not None and found.labels.get(f"{LABEL_PREFIX}.version") == __version__:

@@ -169,25 +169,12 @@ def _prepare_docker(
         on_progress=on_progress,
     )
     plan = result.plan
-    interpreter = Interpreter(
-        path="/opt/env/bin/python",
-        version=plan.lock.python,
-        implementation="cpython",
-        cache_tag="",
-        platform=plan.platform.name,
-        source="image",
-        reason=f"in the image {plan.tag} (base {plan.base_image})",
+    return Prepared(
+        spec,
+        env,
+        result.interpreter(),
+        result.environment(),
+        plan.lock.path,
+        plan.lock_source,
+        plan.warnings,
     )
-    environment = Environment(
-        kind="docker",
-        path=Path("/opt/env"),
-        python=Path("/opt/env/bin/python"),
-        key=plan.tag,
-        lock_digest=plan.lock.digest,
-        interpreter_version=plan.lock.python,
-        built=result.built,
-        seconds=result.seconds,
-        details={"image": plan.tag, "image_id": str(result.image_id)},
-    )
-    lock_path = plan.lock.path
-    return Prepared(spec, env, interpreter, environment, lock_path, plan.lock_source, plan.warnings)

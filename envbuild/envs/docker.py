@@ -17,18 +17,21 @@ Through the ``docker`` SDK (a library: no ``docker`` CLI needed, and ``DOCKER_HO
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
+import shutil
 import signal
 import sys
 import tarfile
+import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from envbuild import proc
 from envbuild.errors import BuildError, InputDataError, ModelRunError
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
     from docker.models.images import Image
 
     from envbuild.envs import Environment
+    from envbuild.lock import Lock
     from envbuild.model import ModelSpec
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -310,30 +314,27 @@ def _write_fd(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _input_archive(name: str, data: bytes) -> bytes:
-    """A tar of ``envbuild-io/NAME`` owned by the image's user (who must write the output there)."""
-    buffer = io.BytesIO()
-    now = time.time()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        folder = tarfile.TarInfo("envbuild-io")
-        folder.type, folder.mode, folder.uid, folder.gid, folder.mtime = (
-            tarfile.DIRTYPE,
-            0o755,
-            IMAGE_UID,
-            IMAGE_UID,
-            now,
-        )
+def _owned(info: tarfile.TarInfo, mode: int) -> tarfile.TarInfo:
+    info.mode, info.uid, info.gid, info.mtime = mode, IMAGE_UID, IMAGE_UID, time.time()
+    return info
+
+
+def _input_archive(source: Path | None, name: str) -> IO[bytes]:
+    """A tar of ``envbuild-io/`` (plus ``envbuild-io/NAME`` with the bytes of ``source``) owned
+    by the image's user, who writes the output there. Spooled to disk past 8 MiB and streamed
+    to the engine, so a large input is never held in memory."""
+    spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - the caller closes it
+    with tarfile.open(fileobj=spool, mode="w") as tar:
+        folder = _owned(tarfile.TarInfo("envbuild-io"), 0o755)
+        folder.type = tarfile.DIRTYPE
         tar.addfile(folder)
-        member = tarfile.TarInfo(f"envbuild-io/{name}")
-        member.size, member.mode, member.uid, member.gid, member.mtime = (
-            len(data),
-            0o644,
-            IMAGE_UID,
-            IMAGE_UID,
-            now,
-        )
-        tar.addfile(member, io.BytesIO(data))
-    return buffer.getvalue()
+        if source is not None:
+            member = _owned(tarfile.TarInfo(f"envbuild-io/{name}"), 0o644)
+            member.size = source.stat().st_size
+            with source.open("rb") as handle:
+                tar.addfile(member, handle)
+    spool.seek(0)
+    return spool
 
 
 def _read_archive_file(chunks: Iterable[bytes]) -> bytes:
@@ -343,6 +344,80 @@ def _read_archive_file(chunks: Iterable[bytes]) -> bytes:
                 handle = tar.extractfile(member)
                 return handle.read() if handle is not None else b""
     return b""
+
+
+@contextlib.contextmanager
+def _input(input_path: Path) -> Iterator[tuple[Path, str]]:
+    """The input as a file and its name in the container (the suffix tells the runner CSV);
+    standard input is saved to a temporary file first (a tar member needs its size)."""
+    if str(input_path) != "-":
+        if not input_path.is_file():
+            raise InputDataError("input file not found", path=input_path)
+        yield input_path, "input" + "".join(input_path.suffixes[-1:]).lower()
+        return
+    with tempfile.NamedTemporaryFile(prefix="envbuild-stdin-") as saved:
+        shutil.copyfileobj(sys.stdin.buffer, saved)
+        saved.flush()
+        yield Path(saved.name), "input"
+
+
+@dataclass(frozen=True)
+class _Ran:
+    code: int
+    stdout: bytes
+    stderr: bytes  # empty when it was streamed
+    output: bytes | None  # IO_DIR/output, when the run succeeded and asked for one
+
+
+def _run_runner(
+    environment: Environment,
+    command: list[str],
+    *,
+    input_file: tuple[Path, str] | None = None,
+    output: bool = False,
+    stream_stderr: bool = False,
+) -> _Ran:
+    """One runner command in a throwaway container with no network: the input is copied in
+    before it starts, ``IO_DIR/output`` copied out after it ends, the container removed."""
+    engine = client()
+    container = engine.containers.create(
+        _image(environment),
+        command,
+        network_mode="none",
+        labels={ROLE_LABEL: command[0]},
+        environment=_passed_env(),
+    )
+    try:
+        source, name = input_file or (None, "")
+        with _input_archive(source, name) as archive:
+            container.put_archive("/tmp", archive)
+        container.start()
+        if stream_stderr:  # the runner's stdout is its stderr too (model noise): both to fd 2
+            for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+                _write_fd(2, chunk)
+        code = int(container.wait().get("StatusCode", 1))
+        stdout = container.logs(stdout=True, stderr=False)
+        stderr = b"" if stream_stderr else container.logs(stdout=False, stderr=True)
+        result = None
+        if output and code == 0:
+            stream, _ = container.get_archive(f"{IO_DIR}/output")
+            result = _read_archive_file(stream)
+    except KeyboardInterrupt:
+        container.kill()
+        raise
+    finally:
+        container.remove(force=True)
+    return _Ran(code, stdout, stderr, result)
+
+
+def _predict_command(name: str, content_type: str | None, chunk_rows: int | None) -> list[str]:
+    command = ["predict", "--model", IMAGE_MODEL_DIR, "--input", f"{IO_DIR}/{name}"]
+    command += ["--output", f"{IO_DIR}/output"]
+    if content_type:
+        command += ["--content-type", content_type]
+    if chunk_rows:
+        command += ["--chunk-rows", str(chunk_rows)]
+    return command
 
 
 def predict(
@@ -356,57 +431,94 @@ def predict(
 ) -> int:
     """``envbuild predict --kind docker``: the runner's ``predict`` in a throwaway container
     without network; predictions to ``output_path`` or to stdout, byte for byte as the runner
-    writes them."""
+    writes them (through a file, not the engine's log, which can drop a last unfinished line)."""
     from envbuild.cache import atomic_write
-    from envbuild.execute import RUNNER_BAD_INPUT, RUNNER_MODEL_FAILED, default_input
+    from envbuild.execute import (
+        AUTO_CHUNK_ROWS,
+        RUNNER_BAD_INPUT,
+        RUNNER_MODEL_FAILED,
+        _is_large_csv,
+        default_input,
+    )
 
     if input_path is None:
         input_path, content_type = default_input(model)
-    if str(input_path) == "-":
-        data, name = sys.stdin.buffer.read(), "input"
-    elif not input_path.is_file():
-        raise InputDataError("input file not found", path=input_path)
-    else:
-        data, name = input_path.read_bytes(), "input" + "".join(input_path.suffixes[-1:]).lower()
-    command = ["predict", "--model", IMAGE_MODEL_DIR, "--input", f"{IO_DIR}/{name}"]
-    command += ["--output", f"{IO_DIR}/predictions"]
-    if content_type:
-        command += ["--content-type", content_type]
-    if chunk_rows:
-        command += ["--chunk-rows", str(chunk_rows)]
-    engine = client()
-    container = engine.containers.create(
-        _image(environment),
-        command,
-        network_mode="none",
-        labels={ROLE_LABEL: "predict"},
-        environment=_passed_env(),
-    )
-    try:
-        container.put_archive("/tmp", _input_archive(name, data))
-        container.start()
-        for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
-            _write_fd(2, chunk)
-        code = int(container.wait().get("StatusCode", 1))
-        if code == 0:
-            stream, _ = container.get_archive(f"{IO_DIR}/predictions")
-            result = _read_archive_file(stream)
-            if output_path is not None:
-                atomic_write(output_path, result)
-            else:
-                _write_fd(1, result)
-    except KeyboardInterrupt:
-        container.kill()
-        raise
-    finally:
-        container.remove(force=True)
-    if code == 0:
+    if chunk_rows is None and _is_large_csv(input_path, content_type):
+        chunk_rows = AUTO_CHUNK_ROWS  # as with a venv: big CSV files are scored in chunks
+    with _input(input_path) as (source, name):
+        ran = _run_runner(
+            environment,
+            _predict_command(name, content_type, chunk_rows),
+            input_file=(source, name),
+            output=True,
+            stream_stderr=True,
+        )
+    if ran.code == 0 and ran.output is not None:
+        if output_path is not None:
+            atomic_write(output_path, ran.output)
+        else:
+            _write_fd(1, ran.output)
         return 0
-    if code == RUNNER_BAD_INPUT:
+    if ran.code == RUNNER_BAD_INPUT:
         return int(InputDataError.exit_code)
-    if code == RUNNER_MODEL_FAILED:
+    if ran.code == RUNNER_MODEL_FAILED:
         return int(ModelRunError.exit_code)
-    raise ModelRunError(f"the runner stopped with exit code {code} in the container")
+    raise ModelRunError(f"the runner stopped with exit code {ran.code} in the container")
+
+
+def predict_to_file(
+    environment: Environment,
+    model: ModelSpec,
+    input_path: Path,
+    content_type: str | None,
+    output: Path,
+) -> None:
+    """``execute.predict_to_file`` for an image (reproduce): the runner's one-line error becomes
+    an InputDataError or ModelRunError."""
+    from envbuild.cache import atomic_write
+    from envbuild.execute import RUNNER_BAD_INPUT
+
+    with _input(input_path) as (source, name):
+        ran = _run_runner(
+            environment,
+            _predict_command(name, content_type, None),
+            input_file=(source, name),
+            output=True,
+        )
+    if ran.code == 0 and ran.output is not None:
+        atomic_write(output, ran.output)
+        return
+    lines = [line for line in ran.stderr.decode(errors="replace").splitlines() if line.strip()]
+    message = lines[-1].removeprefix("error: ") if lines else f"exit {ran.code}"
+    error = InputDataError if ran.code == RUNNER_BAD_INPUT else ModelRunError
+    raise error(message)
+
+
+def info(environment: Environment) -> dict[str, object]:
+    """``execute.environment_info`` for an image: the runner's ``info`` (Python, installed
+    distributions) in a container of it."""
+    import json
+
+    ran = _run_runner(environment, ["info", "--model", IMAGE_MODEL_DIR])
+    try:
+        if ran.code != 0:
+            raise ValueError
+        return json.loads(ran.stdout)
+    except ValueError:
+        tail = ran.stderr.decode(errors="replace").strip().splitlines()[-3:]
+        raise ModelRunError(
+            f"the runner's info failed in the container (exit {ran.code}): " + " ".join(tail)
+        ) from None
+
+
+def environment_for_reproduce(
+    spec: ModelSpec, lock: Lock, *, on_progress: Callable[[str], None] | None = None
+) -> Environment:
+    """``reproduce --kind docker``'s build step: the image of exactly ``lock`` (reused when it
+    exists), as an Environment that ``info`` and ``predict_to_file`` run in."""
+    from envbuild.image import ImageOptions, ensure_image
+
+    return ensure_image(spec, ImageOptions(), lock=lock, on_progress=on_progress).environment()
 
 
 def _passed_env() -> dict[str, str]:
