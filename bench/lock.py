@@ -4,7 +4,7 @@
 
 All three resolve the same requirements (the model's requirements.txt) with the same uv:
 
-* ``envbuild lock MODEL`` (the command, Python start-up included) and ``envbuild.lock()``
+* ``envbuild lock MODEL`` (the command, Python start-up included) and ``envbuild.lock_model()``
   (in-process, to separate start-up from envbuild's own work);
 * ``uv pip compile requirements.txt --format pylock.toml`` for the same Python and platform
   (what envbuild runs underneath, without reading the model or writing the canonical file);
@@ -100,7 +100,7 @@ def main() -> int:
     from envbuild.envspec import read_env
     from envbuild.model import load_model
     from envbuild.proc import uv_bin
-    from envbuild.targets import PLATFORMS
+    from envbuild.target import PLATFORMS
 
     uv = uv_bin()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_INDEX"))}
@@ -140,7 +140,7 @@ def main() -> int:
                 os.environ.clear()
                 os.environ.update(env)
                 try:
-                    envbuild.lock(spec, offline=offline, write=False)
+                    envbuild.lock_model(spec, offline=offline, write=False)
                 finally:
                     os.environ.clear()
                     os.environ.update(saved)
@@ -152,7 +152,7 @@ def main() -> int:
             results[mode] = {
                 "uv pip compile": timed(bare, args.runs),
                 "envbuild lock (CLI)": timed(lambda c=cli_cmd, e=cli_env: run(c, e), args.runs),
-                "envbuild.lock() (API)": timed(api, args.runs),
+                "envbuild.lock_model() (API)": timed(api, args.runs),
             }
         mlflow_env = dict(env)
         reqs = [r.text for r in read_env(spec).requirements]
@@ -170,7 +170,7 @@ def main() -> int:
             for name, seconds in rows.items():
                 print(f"  {name:<28} {seconds * 1000:8.0f} ms   x{seconds / base:5.2f} of bare uv")
             overhead = rows["envbuild lock (CLI)"] - base
-            in_process = rows["envbuild.lock() (API)"] - base
+            in_process = rows["envbuild.lock_model() (API)"] - base
             print(
                 f"  envbuild overhead over bare uv: {overhead * 1000:.0f} ms as a command, "
                 f"{in_process * 1000:.0f} ms in-process\n"

@@ -93,7 +93,7 @@ SERVE_COLD = "envbuild serve, cold (resolve + build)"
 MLFLOW_SERVE_COLD = "mlflow models serve --env-manager uv, cold"
 PY_PASS = "python -c pass (envbuild's interpreter)"
 CLI_START = "envbuild --version (CLI start-up)"
-PREPARE = "python: import envbuild.pipeline + 5 x prepare()"
+PREPARE = "python: import envbuild.prepare + 5 x prepare()"
 RUNNER_ALONE = "runner alone (env python runner.py predict)"
 STAMPED = "envbuild predict, warm, timestamped"
 HOST_PART = "host side: start until the runner is spawned"
@@ -113,12 +113,15 @@ sys.stdout.write(json.dumps({"predictions": model.predict(pd.DataFrame(split["da
 PREPARE_SCRIPT = """\
 import json, statistics, sys, time
 started = time.perf_counter()
-from envbuild.pipeline import prepare
+from envbuild.envspec import read_env
+from envbuild.model import load_model
+from envbuild.prepare import prepare
 imported = time.perf_counter()
 samples = []
 for _ in range(5):
     t = time.perf_counter()
-    prepared = prepare(sys.argv[1])
+    spec = load_model(sys.argv[1])
+    prepared = prepare(spec, read_env(spec))
     samples.append(time.perf_counter() - t)
     if prepared.environment.built:
         raise SystemExit("the environment was not in the cache")
@@ -286,8 +289,8 @@ def main() -> int:
     args = parser.parse_args()
     repeat = 1 if args.quick else max(1, args.repeat)
 
-    from envbuild.execute import RUNNER
     from envbuild.proc import uv_bin
+    from envbuild.runtime_files import RUNNER
 
     uv = uv_bin()
     env = {k: v for k, v in os.environ.items() if k not in PIP_INDEX_VARS}
@@ -542,7 +545,7 @@ def main() -> int:
     show(CLI_START)
     show(PREPARE)
     if in_process["import"]:
-        for key, label in (("import", "import envbuild.pipeline"), ("prepare", "one prepare()")):
+        for key, label in (("import", "import envbuild.prepare"), ("prepare", "one prepare()")):
             med[label], low[label] = statistics.median(in_process[key]), min(in_process[key])
             samples[label] = in_process[key]
             show(label, "  of which: " + label)

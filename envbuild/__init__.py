@@ -1,12 +1,19 @@
 """envbuild: rebuild an MLflow model's environment exactly, and run the model in it.
 
-The public API follows the stages (each takes the previous stage's frozen value)::
+The public API follows the stages, each taking the previous stage's frozen value::
 
-    spec = envbuild.load_model("model/")      # ModelSpec: the MLmodel file
-    env = envbuild.read_env(spec)             # EnvSpec: python + requirements with origins
-    report = envbuild.inspect_model("model/") # both, as `envbuild inspect` shows them
+    spec = envbuild.load_model("model/")             # ModelSpec: the MLmodel file
+    env = envbuild.read_env(spec)                    # EnvSpec: python + requirements, with origins
+    target = envbuild.Target.for_model(env)          # the model's Python on linux/amd64
+    lock = envbuild.resolve(env, target)             # Lock (PEP 751), nothing written
+    lock.write("model/pylock.toml")
+    environment = envbuild.build(spec, env, envbuild.select_lock(spec, env, target_of_kind))
+    report = envbuild.reproduce(spec)                # lock -> build -> verify -> predict -> compare
 
-Names are imported lazily so that ``import envbuild`` (and the CLI's start-up) stays cheap.
+and the compositions the commands use: ``lock_model`` (``envbuild lock``), ``check_lock``
+(``lock --check``), ``prepare`` (``env``/``predict``/``serve``), ``inspect_model``, ``capture``
+(the ``log_model`` hook) and ``infer_requirements``. Names are imported lazily so that
+``import envbuild`` (and the CLI's start-up) stays cheap.
 """
 
 from __future__ import annotations
@@ -21,14 +28,22 @@ _EXPORTS = {
     "ModelSpec": "envbuild.model",
     "read_env": "envbuild.envspec",
     "EnvSpec": "envbuild.envspec",
-    "inspect_model": "envbuild.inspection",
-    "Inspection": "envbuild.inspection",
-    "lock": "envbuild.lock",
+    "Target": "envbuild.target",
+    "resolve": "envbuild.lock",
     "Lock": "envbuild.lock",
     "read_lock": "envbuild.lock",
+    "lock_model": "envbuild.lock",
     "check_lock": "envbuild.lock",
-    "capture": "envbuild.capture",
-    "infer_requirements": "envbuild.capture",
+    "select_lock": "envbuild.lock",
+    "build": "envbuild.envs",
+    "BuildOptions": "envbuild.envs",
+    "Environment": "envbuild.envs",
+    "prepare": "envbuild.prepare",
+    "reproduce": "envbuild.reproduction",
+    "inspect_model": "envbuild.inspection",
+    "Inspection": "envbuild.inspection",
+    "capture": "envbuild.capturing",
+    "infer_requirements": "envbuild.capturing",
     "EnvbuildError": "envbuild.errors",
     "ExitCode": "envbuild.errors",
 }

@@ -15,13 +15,13 @@ DESTINATIONS = {"github": ".github/workflows/envbuild.yml", "gitlab": ".gitlab-c
 
 def render_ci(provider: str, models: Sequence[str], *, kind: str = "venv") -> str:
     """The CI file for ``provider``, reproducing ``models`` (folders relative to the repo root)."""
-    from envbuild.dockerfile import render, templates_dir
+    from envbuild.templates import read_template, render
 
     if provider not in PROVIDERS:
         raise UsageError(f"unknown CI provider {provider!r} (expected github or gitlab)")
     if not models:
         raise UsageError("name at least one model folder")
-    text = (templates_dir() / "ci" / PROVIDERS[provider]).read_text(encoding="utf-8")
+    text = read_template(f"ci/{PROVIDERS[provider]}")
     return render(
         text,
         {
@@ -29,4 +29,5 @@ def render_ci(provider: str, models: Sequence[str], *, kind: str = "venv") -> st
             "kind": kind,
             "envbuild_requirement": f"envbuild=={__version__}",
         },
+        name=PROVIDERS[provider],
     )

@@ -23,6 +23,8 @@ class ExitCode(IntEnum):
     MODEL_FAILED = 5
     ENV_DIFFERS = 6
     PREDICTIONS_DIFFER = 7
+    ENVIRONMENT_UNSUITABLE = 8  # a named shared environment does not satisfy the model
+    PARTIAL = 9  # reproduce: nothing failed, but something was not checked (see --allow-partial)
 
 
 class EnvbuildError(Exception):

@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from envbuild.requirements import IndexOption, redact_url
+from envbuild.redact import redact_url
+from envbuild.requirements import IndexOption
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
 
 PYPI = "https://pypi.org/simple"
 
@@ -125,6 +126,24 @@ class IndexConfig:
         if self.index_strategy:
             out["index-strategy"] = self.index_strategy
         return out
+
+    def fingerprint(self) -> str:
+        """A digest of the effective settings, credentials included (they can select another
+        index view), for cache keys; never shown."""
+        import hashlib
+
+        parts = [
+            f"{s.kind}={s.value}"
+            for s in [
+                *([self.index_url] if self.index_url else []),
+                *self.extra_index_urls,
+                *self.find_links,
+                *self.trusted_hosts,
+                *self.uv_config,
+            ]
+        ]
+        parts.append(f"strategy={self.index_strategy}")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
     def local(self) -> list[IndexSetting]:
         """Settings that make a lock unusable elsewhere (local folders and file:// indexes)."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from envbuild.cache import atomic_write
-from envbuild.reproduce import FAILED, SKIPPED, Report
+from envbuild.files import atomic_write
+from envbuild.reproduction import FAILED, SKIPPED, Report
 
 
 def junit_xml(reports: list[Report]) -> str:

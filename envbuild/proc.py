@@ -19,14 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from envbuild.errors import BuildError, EnvbuildError
+from envbuild.redact import redact
 
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 TAIL_LINES = 15
-
-
-def redact(text: str) -> str:
-    """Hide ``user:password@`` in every URL of ``text``."""
-    return _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
+__all__ = ["Completed", "base_env", "call", "redact", "replace_process", "run", "uv_bin"]
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,12 @@ import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from envbuild.errors import InterpreterNotFound
+
+if TYPE_CHECKING:
+    from envbuild.envspec import EnvSpec
 
 _PROBE = (
     "import sys, platform, sysconfig;"
@@ -145,7 +149,7 @@ class _ProbeCache:
     def save(self) -> None:
         if not self.dirty:
             return
-        from envbuild.cache import atomic_write
+        from envbuild.files import atomic_write
 
         with contextlib.suppress(OSError):
             atomic_write(self.path, json.dumps(self.data, indent=1, sort_keys=True))
@@ -265,3 +269,39 @@ def _install(version: str) -> Interpreter:
     )
     del done
     return _with_reason(describe(find.stdout.strip(), source="uv"), f"downloaded {version} with uv")
+
+
+def looks_like_version(text: str) -> bool:
+    """``--python 3.10`` asks for a version; anything else is an interpreter path."""
+    parts = text.split(".")
+    return 2 <= len(parts) <= 3 and all(p.isdigit() for p in parts)
+
+
+def choose_interpreter(
+    env: EnvSpec,
+    python: str | None = None,
+    *,
+    strict: bool = False,
+    install: bool = False,
+    warnings: list[str] | None = None,
+) -> Interpreter:
+    """The interpreter for this model: ``python`` (a version to find or a path), else the
+    model's Python found by discovery (see :func:`find_interpreter`)."""
+    from envbuild.errors import UsageError
+
+    if python and looks_like_version(python):
+        return find_interpreter(python, strict=strict, install=install, warnings=warnings)
+    if python:
+        chosen = describe(python)
+        if env.python is not None and not env.python.admits(chosen.version):
+            message = (
+                f"--python {python} is Python {chosen.version} but the model asks for "
+                f"{env.python.text} ({env.python.origin})"
+            )
+            if strict:
+                raise UsageError(message)
+            if warnings is not None:
+                warnings.append(message)
+        return chosen
+    version = env.python.version if env.python else None
+    return find_interpreter(version, strict=strict, install=install, warnings=warnings)

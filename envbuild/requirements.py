@@ -13,10 +13,9 @@ What this module adds is policy, because a model's requirement files are untrust
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import pip_requirements_parser as prp
 from packaging.requirements import InvalidRequirement
@@ -24,7 +23,9 @@ from packaging.requirements import Requirement as PkgRequirement
 from packaging.utils import canonicalize_name
 
 from envbuild.errors import RequirementError
+from envbuild.files import temporary_directory
 from envbuild.paths import inside
+from envbuild.redact import redact_url
 
 INDEX_OPTIONS = {
     "index_url": "--index-url",
@@ -98,20 +99,6 @@ class MissingInclude(RequirementError):
     """A ``-r``/``-c`` include names a file the model folder does not have."""
 
 
-def redact_url(value: str) -> str:
-    """``https://user:secret@host/x`` -> ``https://***@host/x``: credentials never reach output."""
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return value
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
-    return value
-
-
 def _first_line(message: str) -> str:
     return " ".join(str(message).strip().splitlines()[:1]) or "invalid requirement"
 
@@ -144,8 +131,8 @@ def make_requirement(
 
 def _parse_text(text: str) -> prp.RequirementsFile:
     """pip-requirements-parser reads files (its ``from_string`` is broken in 32.0.1)."""
-    with tempfile.TemporaryDirectory(prefix="envbuild-req-") as tmp:
-        path = Path(tmp, "requirements.txt")
+    with temporary_directory("req") as tmp:
+        path = tmp / "requirements.txt"
         path.write_text(text, encoding="utf-8")
         return prp.RequirementsFile.from_file(str(path), include_nested=False)
 

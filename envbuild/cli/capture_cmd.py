@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from envbuild.cli.common import add_json, add_model
 
 if TYPE_CHECKING:
-    from envbuild.capture.engine import Capture, Changes
-    from envbuild.capture.writer import Written
+    from envbuild.capturing.engine import Capture, Changes
+    from envbuild.capturing.writer import Written
     from envbuild.cli.output import Output
 
 HELP = "record what a model imports, pinned to the installed versions (--write: update its files)"
@@ -112,8 +112,8 @@ def render(capture: Capture, changes: Changes, written: Written | None, shown_mo
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from envbuild.capture.engine import capture_model, compare
-    from envbuild.capture.writer import write_capture
+    from envbuild.capturing.engine import capture_model, compare
+    from envbuild.capturing.writer import write_capture
     from envbuild.cli.output import shown_path
     from envbuild.envspec import read_env
     from envbuild.errors import ModelError

@@ -1,8 +1,17 @@
-"""Arguments several commands share, defined once."""
+"""Arguments several commands share, defined once, and the composition they share: the model
+argument turned into specs, and the environment built for it."""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from envbuild.cli.output import Output
+    from envbuild.envs import BuildOptions
+    from envbuild.envspec import EnvSpec
+    from envbuild.model import ModelSpec
+    from envbuild.prepare import Prepared
 
 
 def add_model(parser: argparse.ArgumentParser) -> None:
@@ -15,19 +24,21 @@ def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
-def add_build_options(
-    parser: argparse.ArgumentParser, *, kinds: tuple[str, ...] = ("venv", "local")
-) -> None:
+def add_kind(parser: argparse.ArgumentParser, capability: str, *, group=None) -> None:
+    """``--kind`` with the kinds of the registry that have ``capability``."""
+    from envbuild.envs.registry import DEFAULT_KIND, describe, kinds
+
+    names = kinds(capability)
+    described = "; ".join(f"{name}: {describe(name).summary}" for name in names)
+    (group or parser).add_argument(
+        "--kind", choices=names, default=DEFAULT_KIND, help=f"kind of environment ({described})"
+    )
+
+
+def add_build_options(parser: argparse.ArgumentParser, capability: str) -> None:
     """Options of every command that materializes the model's environment."""
     group = parser.add_argument_group("environment")
-    group.add_argument(
-        "--kind",
-        choices=kinds,
-        default="venv",
-        help="venv: a cached virtualenv built from the lock (default); local: the interpreter "
-        "running envbuild, as is; docker (predict, serve): the image `envbuild image` builds, "
-        "reused while the lock and the model are unchanged",
-    )
+    add_kind(parser, capability, group=group)
     group.add_argument(
         "--python",
         metavar="VERSION|PATH",
@@ -49,18 +60,23 @@ def add_build_options(
         default="uv",
         help="install with uv (default) or pip (fallback)",
     )
-    group.add_argument(
-        "--no-compile",
+    compile_group = group.add_mutually_exclusive_group()
+    compile_group.add_argument(
+        "--compile-bytecode",
         action="store_true",
-        help="do not compile bytecode at build time (faster build, slower first run)",
+        help="compile every module at build time (default: the first run writes .pyc for what "
+        "it imports)",
+    )
+    compile_group.add_argument(
+        "--no-compile", action="store_true", help="do not compile bytecode at build time (default)"
     )
     group.add_argument(
         "--offline", action="store_true", help="resolve and install from the local caches only"
     )
 
 
-def build_options(args: argparse.Namespace):
-    from envbuild.pipeline import BuildOptions
+def build_options(args: argparse.Namespace) -> BuildOptions:
+    from envbuild.envs import BuildOptions
 
     return BuildOptions(
         kind=args.kind,
@@ -68,16 +84,26 @@ def build_options(args: argparse.Namespace):
         strict_python=args.strict_python,
         install_python=args.install_python,
         installer=args.installer,
-        compile_bytecode=not args.no_compile,
+        compile_bytecode=bool(args.compile_bytecode),
         offline=args.offline,
     )
 
 
-def prepare(args: argparse.Namespace, out) -> object:
-    """Build (or reuse) the model's environment, showing progress on a terminal."""
-    from envbuild.pipeline import prepare as _prepare
+def load_specs(args: argparse.Namespace) -> tuple[ModelSpec, EnvSpec]:
+    """The MODEL argument read into its two specs (stages 1 and 2)."""
+    from envbuild.envspec import read_env
+    from envbuild.model import load_model
 
-    prepared = _prepare(args.model, build_options(args), on_progress=out.progress)
+    spec = load_model(args.model)
+    return spec, read_env(spec)
+
+
+def prepare(args: argparse.Namespace, out: Output) -> Prepared:
+    """Build (or reuse) the model's environment, showing progress on a terminal."""
+    from envbuild.prepare import prepare as _prepare
+
+    spec, env = load_specs(args)
+    prepared = _prepare(spec, env, build_options(args), on_progress=out.progress)
     out.clear_progress()
     for warning in prepared.warnings:
         out.warn(warning)

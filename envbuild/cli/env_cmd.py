@@ -6,6 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from envbuild.cli.common import add_build_options, add_json, add_model, prepare
+from envbuild.envs.base import ENV
 
 if TYPE_CHECKING:
     from envbuild.cli.output import Output
@@ -15,7 +16,7 @@ HELP = "build or reuse the model's environment"
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_model(parser)
-    add_build_options(parser)
+    add_build_options(parser, ENV)
     parser.add_argument(
         "--print-path",
         action="store_true",

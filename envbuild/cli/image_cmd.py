@@ -77,6 +77,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
+    from envbuild.cli.common import load_specs
     from envbuild.image import (
         ImageOptions,
         ImageResult,
@@ -96,7 +97,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
         labels=parse_labels(args.label),
         offline=args.offline,
     )
-    plan = plan_image(args.model, options, on_progress=out.progress)
+    spec, env = load_specs(args)
+    plan = plan_image(spec, env, options, on_progress=out.progress)
     out.clear_progress()
     for warning in plan.warnings:
         out.warn(warning)
@@ -109,6 +111,13 @@ def run(args: argparse.Namespace, out: Output) -> int:
         result = build_image(plan, nocache=args.no_cache, on_progress=out.progress)
     out.result(result.to_dict(), lambda: _text(result))
     return 0
+
+
+def _base_python(result: ImageResult) -> str:
+    """The base image's own Python when it was asked, else what the lock needs."""
+    if result.base_python:
+        return f"Python {result.base_python}"
+    return f"Python {result.plan.python_minor} expected"
 
 
 def _size(size: int | None) -> str:
@@ -137,7 +146,7 @@ def _text(result: ImageResult) -> str:
         )
         rows.append(f"id        {result.image_id}")
     rows += [
-        f"base      {plan.base_image}  (Python {plan.lock.python}, {plan.platform.name})",
+        f"base      {plan.base_image}  ({_base_python(result)}, {plan.platform.name})",
         f"lock      {plan.lock.digest}  ({lock})",
         f"ca        {ca}",
     ]

@@ -91,12 +91,10 @@ def render(lock: Lock, *, checked: bool) -> str:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from envbuild.envspec import read_env
-    from envbuild.lock import check_lock, lock
-    from envbuild.model import load_model
+    from envbuild.cli.common import load_specs
+    from envbuild.lock import check_lock, lock_model
 
-    spec = load_model(args.model)
-    env = read_env(spec)
+    spec, env = load_specs(args)
     for warning in (*spec.warnings, *env.warnings):
         out.warn(warning)
     if args.check:
@@ -104,7 +102,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
             spec, args.output, python=args.python, platforms=args.platforms, env=env
         )
     else:
-        result = lock(
+        result = lock_model(
             spec,
             output=args.output,
             python=args.python,

@@ -89,6 +89,11 @@ class Output:
             self.stderr.flush()
             self._progress_open = False
 
+    # a runner's own output, relayed (a container's, which does not share our descriptors) --
+    def streams(self) -> _Relay:
+        """Where an environment relays its runner's output: our stdout and stderr, unchanged."""
+        return _Relay(self)
+
     # errors --------------------------------------------------------------------------------
     def error(self, exc: EnvbuildError) -> int:
         self.clear_progress()
@@ -135,3 +140,32 @@ class Output:
                     "hint: this is a bug in envbuild; run again with --debug for the traceback\n"
                 )
             return int(ExitCode.BUG)
+
+
+class _Relay:
+    """Bytes of a runner's stdout/stderr, written through as a child process would write them."""
+
+    def __init__(self, out: Output) -> None:
+        self.out = out
+
+    def stdout(self, data: bytes) -> None:
+        self.out.clear_progress()
+        self.out.stdout.flush()
+        buffer = getattr(self.out.stdout, "buffer", None)
+        if buffer is not None:
+            buffer.write(data)
+            buffer.flush()
+        else:
+            self.out.stdout.write(data.decode("utf-8", errors="replace"))
+            self.out.stdout.flush()
+
+    def stderr(self, data: bytes) -> None:
+        self.out.clear_progress()
+        self.out.stderr.flush()
+        buffer = getattr(self.out.stderr, "buffer", None)
+        if buffer is not None:
+            buffer.write(data)
+            buffer.flush()
+        else:
+            self.out.stderr.write(data.decode("utf-8", errors="replace"))
+            self.out.stderr.flush()

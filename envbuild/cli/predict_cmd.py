@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from envbuild.cli.common import add_build_options, add_model, prepare
+from envbuild.envs.base import PREDICT
 
 if TYPE_CHECKING:
     from envbuild.cli.output import Output
@@ -40,20 +41,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="score CSV input N rows at a time (constant memory)",
     )
-    add_build_options(parser, kinds=("venv", "local", "docker"))
+    add_build_options(parser, PREDICT)
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from envbuild import execute
-    from envbuild.envs import docker
+    from envbuild.inputs import model_input
 
     prepared = prepare(args, out)
-    predict = docker.predict if prepared.environment.kind == "docker" else execute.predict
-    return predict(
-        prepared.environment,
-        prepared.model,
-        input_path=args.input,
-        output_path=args.output,
-        content_type=args.content_type,
-        chunk_rows=args.chunk_rows,
-    )
+    with model_input(prepared.model, args.input, args.content_type) as data:
+        return prepared.environment.predict(
+            prepared.model,
+            data,
+            output_path=args.output,
+            chunk_rows=args.chunk_rows,
+            streams=out.streams(),
+        )

@@ -7,11 +7,12 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from envbuild.cli.common import add_json
+from envbuild.cli.common import add_json, add_kind
+from envbuild.envs.base import REPRODUCE
 
 if TYPE_CHECKING:
     from envbuild.cli.output import Output
-    from envbuild.reproduce import Report
+    from envbuild.reproduction import Report
 
 HELP = "rebuild from the lock, verify, predict and compare (for CI)"
 
@@ -20,12 +21,7 @@ MARK = {"passed": "ok  ", "failed": "FAIL", "skipped": "skip"}
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("models", nargs="+", metavar="MODEL", help="model folder(s)")
-    parser.add_argument(
-        "--kind",
-        choices=("venv", "docker"),
-        default="venv",
-        help="rebuild as a virtualenv (default) or as a Docker image",
-    )
+    add_kind(parser, REPRODUCE)
     parser.add_argument(
         "--tolerance",
         type=float,
@@ -39,6 +35,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="interpreter to use instead of discovery (venv kind)",
     )
     parser.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="exit 0 when nothing failed even if a step could not run (no lock, no input "
+        "example, no recorded output); without it such a result exits 9",
+    )
     add_json(parser)
 
 
@@ -60,20 +62,35 @@ def render(report: Report) -> str:
             lines.append(
                 f"    {item['name']}: {item['logged'] or '-'} -> {item['installed'] or '-'}"
             )
-    lines.append(
-        "  result: " + ("reproduced" if report.ok else f"NOT reproduced (exit {report.exit_code})")
-    )
+    for note in report.partial:
+        lines.append(f"  not checked: {note}")
+    if report.result == "reproduced":
+        result = "reproduced"
+    elif report.result == "partial":
+        result = "partial: nothing failed, but not everything was checked" + (
+            "" if report.ok else f" (exit {report.exit_code}; --allow-partial accepts it)"
+        )
+    else:
+        result = f"NOT reproduced (exit {report.exit_code})"
+    lines.append(f"  result: {result}")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
     from envbuild.junit import write_junit
-    from envbuild.reproduce import reproduce
+    from envbuild.model import load_model
+    from envbuild.reproduction import reproduce
 
     reports = []
     for model in args.models:
+        spec = load_model(model)  # a model that cannot be read at all is exit 2
         report = reproduce(
-            model, kind=args.kind, rtol=args.tolerance, python=args.python, on_progress=out.progress
+            spec,
+            kind=args.kind,
+            rtol=args.tolerance,
+            python=args.python,
+            allow_partial=args.allow_partial,
+            on_progress=out.progress,
         )
         out.clear_progress()
         for warning in report.warnings:

@@ -6,6 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from envbuild.cli.common import add_build_options, add_model, prepare
+from envbuild.envs.base import EXEC
 
 if TYPE_CHECKING:
     from envbuild.cli.output import Output
@@ -15,7 +16,7 @@ HELP = "run a command inside the model's environment"
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_model(parser)
-    add_build_options(parser)
+    add_build_options(parser, EXEC)
     parser.add_argument(
         "command",
         nargs=argparse.REMAINDER,
@@ -25,13 +26,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from envbuild import proc
-    from envbuild.execute import command_argv
-
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
+    if not command:
+        from envbuild.errors import UsageError
+
+        raise UsageError("no command given: envbuild run MODEL -- COMMAND [ARGS...]")
     prepared = prepare(args, out)
-    environment = prepared.environment
-    proc.replace_process(command_argv(environment, command), env=environment.run_env())
-    return 0  # pragma: no cover - replace_process does not return
+    return prepared.environment.exec(command)

@@ -7,6 +7,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from envbuild.cli.common import add_build_options, add_model, prepare
+from envbuild.envs.base import SERVE
 
 if TYPE_CHECKING:
     from envbuild.cli.output import Output
@@ -21,18 +22,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, help="worker processes (default $ENVBUILD_WORKERS or 1)"
     )
-    add_build_options(parser, kinds=("venv", "local", "docker"))
+    add_build_options(parser, SERVE)
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from envbuild import proc
-    from envbuild.execute import serve_argv
-
     prepared = prepare(args, out)
-    if prepared.environment.kind == "docker":
-        from envbuild.envs.docker import serve
-
-        return serve(prepared.environment, args.host, args.port, args.workers)
-    argv = serve_argv(prepared.environment, prepared.model, args.host, args.port, args.workers)
-    proc.replace_process(argv, env=prepared.environment.run_env())
-    return 0  # pragma: no cover - replace_process does not return
+    return prepared.environment.serve(
+        prepared.model, args.host, args.port, args.workers, streams=out.streams()
+    )

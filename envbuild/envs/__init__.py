@@ -1,56 +1,46 @@
-"""Stage 4: materialized environments built from a lock (``venv`` now; ``docker``, ``conda`` and
-named shared environments plug in beside it).
+"""Stage 4: a lock materialized as an environment, one backend per kind behind one protocol.
 
-Every kind returns an :class:`Environment`: where its interpreter is and how to run a command in
-it. The runner (stage 5) only needs that, so it does not care which kind it runs in.
+``base.py`` defines the protocol (:class:`Backend`, :class:`Environment`, :class:`BuildOptions`,
+:class:`Plan`); ``registry.py`` maps kind names to backends (``venv.py``, ``local.py``,
+``docker.py``); ``process.py`` and ``container.py`` run envbuild's runner inside an environment.
+See docs/architecture.md for how to add a kind.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-KINDS = ("venv", "local")
+from envbuild.envs.base import BuildOptions, Environment, Plan, Streams
+from envbuild.envs.registry import DEFAULT_KIND, get_backend, kinds
+
+if TYPE_CHECKING:
+    from envbuild.envs.base import Progress
+    from envbuild.envspec import EnvSpec
+    from envbuild.lock.select import LockChoice
+    from envbuild.model import ModelSpec
+
+__all__ = [
+    "DEFAULT_KIND",
+    "BuildOptions",
+    "Environment",
+    "Plan",
+    "Streams",
+    "build",
+    "get_backend",
+    "kinds",
+]
 
 
-@dataclass(frozen=True)
-class Environment:
-    """A finished environment: its interpreter and the facts that identify it."""
-
-    kind: str  # venv, local (later docker, conda, shared)
-    path: Path  # the environment's prefix
-    python: Path  # its interpreter
-    key: str  # cache key (lock digest + interpreter identity)
-    lock_digest: str | None
-    interpreter_version: str
-    built: bool = False  # built by this call (False: reused from the cache)
-    seconds: float = 0.0
-    details: dict[str, str] = field(default_factory=dict)
-
-    def run_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
-        """Environment variables for a process running inside this environment."""
-        env = dict(base if base is not None else os.environ)
-        for key in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE"):
-            env.pop(key, None)
-        env["PYTHONNOUSERSITE"] = "1"
-        if self.kind != "local":
-            # a venv built with --no-compile gets its .pyc written on first use, for what is
-            # really imported (atomic writes: concurrent first runs are safe)
-            env.pop("PYTHONDONTWRITEBYTECODE", None)
-            env["VIRTUAL_ENV"] = str(self.path)
-            env["PATH"] = os.pathsep.join([str(self.python.parent), env.get("PATH", "")])
-        return env
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "kind": self.kind,
-            "path": str(self.path),
-            "python": str(self.python),
-            "key": self.key,
-            "lock_digest": self.lock_digest,
-            "python_version": self.interpreter_version,
-            "built": self.built,
-            "seconds": round(self.seconds, 3),
-            **self.details,
-        }
+def build(
+    model: ModelSpec,
+    env: EnvSpec,
+    lock: LockChoice | None,
+    options: BuildOptions | None = None,
+    *,
+    on_progress: Progress | None = None,
+) -> Environment:
+    """Build (or reuse) the environment of ``options.kind`` holding exactly ``lock``."""
+    options = options or BuildOptions()
+    backend = get_backend(options.kind)
+    plan = backend.plan(env, options)
+    return backend.build(plan, model, env, lock, options, on_progress=on_progress)

@@ -1,11 +1,23 @@
 """The ``venv`` kind: a virtualenv holding exactly a lock's packages, in the content-addressed cache.
 
-Key = lock digest + interpreter identity, so two models with the same lock share one environment
-and a different interpreter never reuses it. The environment is created in a temporary folder and
-published by atomic rename (``cache.publish``), which is why it is made *relocatable*: uv writes
-``relocatable = true`` and relative launchers, so nothing in it points at the temporary path.
-envbuild installs nothing of its own into it (no pip, no setuptools, no runner): the runner is
-executed from envbuild's package by path.
+Key = the lock's *content* digest (its packages and targets, not envbuild's notes) + the
+interpreter's identity, so two models whose requirements resolve to the same packages share one
+environment and a different interpreter never reuses it. The environment is created in a
+temporary folder and published by atomic rename (``cache.publish``), which is why it is made
+*relocatable*: uv writes ``relocatable = true`` and relative launchers, so nothing in it points at
+the temporary path. envbuild installs nothing of its own into it (no pip, no setuptools, no
+runner): the runner is executed from envbuild's package by path.
+
+How packages are installed: when every package of the lock comes from an index (the usual case),
+uv installs them *by name, version and hash through that index* (``--no-deps --require-hashes``),
+which is how uv's registry cache keys wheels, so a second environment holding the same wheels
+downloads and unpacks nothing. A lock with direct URLs, local files or VCS packages is installed
+from its per-file URLs (``uv pip sync`` of the pylock). Either way exactly the lock's packages are
+installed, with hashes enforced.
+
+Bytecode: by default nothing is compiled at build time; the runner's first run writes ``.pyc``
+for the modules really imported (Python writes them atomically, so concurrent first runs are
+safe). ``compile_bytecode=True`` compiles everything up front (what images do).
 """
 
 from __future__ import annotations
@@ -15,14 +27,21 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 from envbuild import proc
 from envbuild.cache import publish, read_marker
-from envbuild.envs import Environment
-from envbuild.errors import BuildError
-from envbuild.python import Interpreter
+from envbuild.envs.base import BuildOptions, Plan, Progress
+from envbuild.envs.process import ProcessEnvironment
+from envbuild.envspec import EnvSpec
+from envbuild.errors import BuildError, UsageError
+from envbuild.lock.pylock import Lock
+from envbuild.lock.select import LockChoice
+from envbuild.model import ModelSpec
+from envbuild.python import Interpreter, choose_interpreter
+from envbuild.target import Target
 
-LAYOUT = "venv-1"  # bump when the way environments are built changes
+LAYOUT = "venv-2"  # bump when the way environments are built changes
 LOCK_NAME = "pylock.envbuild.toml"
 INSTALLERS = ("uv", "pip")
 
@@ -42,28 +61,28 @@ def env_python(prefix: Path) -> Path:
 
 
 def build_venv(
-    lock_text: str,
-    lock_digest: str,
+    lock: Lock,
     interpreter: Interpreter,
     *,
     installer: str = "uv",
-    compile_bytecode: bool = True,
+    compile_bytecode: bool = False,
+    offline: bool = False,
     on_line: Callable[[str], None] | None = None,
     on_wait: Callable[[], None] | None = None,
-) -> Environment:
-    """Materialize (or reuse) the virtualenv for ``lock_text`` on ``interpreter``."""
+) -> ProcessEnvironment:
+    """Materialize (or reuse) the virtualenv holding exactly ``lock`` on ``interpreter``."""
     if installer not in INSTALLERS:
         raise BuildError(f"unknown installer {installer!r} (expected uv or pip)")
-    key = env_key(lock_digest, interpreter)
+    key = env_key(lock.content_digest or lock.digest, interpreter)
     started = time.monotonic()
 
     def build(tmp: Path) -> dict[str, str]:
         if installer == "uv":
-            _build_with_uv(tmp, lock_text, interpreter, compile_bytecode, on_line)
+            _build_with_uv(tmp, lock, interpreter, compile_bytecode, offline, on_line)
         else:
-            _build_with_pip(tmp, lock_text, interpreter, compile_bytecode, on_line)
+            _build_with_pip(tmp, lock, interpreter, compile_bytecode, on_line)
         return {
-            "lock_digest": lock_digest,
+            "lock_digest": lock.digest,
             "interpreter": interpreter.path,
             "python_version": interpreter.version,
             "installer": installer,
@@ -71,13 +90,11 @@ def build_venv(
 
     path, built = publish("envs", key, build, on_wait=on_wait)
     marker = read_marker(path) or {}
-    return Environment(
-        kind="venv",
-        path=path,
-        python=env_python(path),
+    return venv_environment(
+        path,
         key=key,
-        lock_digest=lock_digest,
-        interpreter_version=str(marker.get("python_version", interpreter.version)),
+        lock_digest=lock.digest,
+        version=str(marker.get("python_version", interpreter.version)),
         built=built,
         seconds=time.monotonic() - started,
         details={
@@ -87,11 +104,48 @@ def build_venv(
     )
 
 
+def venv_environment(
+    path: Path,
+    *,
+    key: str,
+    lock_digest: str | None,
+    version: str,
+    built: bool = False,
+    seconds: float = 0.0,
+    details: dict[str, str] | None = None,
+    kind: str = "venv",
+) -> ProcessEnvironment:
+    """A virtualenv at ``path`` as an Environment (also used for registered shared venvs)."""
+    return ProcessEnvironment(
+        kind=kind,
+        path=path,
+        python=env_python(path),
+        key=key,
+        lock_digest=lock_digest,
+        interpreter_version=version,
+        built=built,
+        seconds=seconds,
+        details=details or {},
+        variables={"VIRTUAL_ENV": str(path)},
+        path_entries=(str(bin_dir(path)),),
+        write_bytecode=True,
+    )
+
+
+def _install_env(lock: Lock) -> dict[str, str]:
+    """uv's environment: the index settings (credentials included) the lock was resolved with,
+    through variables, never on a command line or in a file."""
+    from envbuild.indexes import configure
+
+    return configure().child_env(proc.base_env())
+
+
 def _build_with_uv(
     tmp: Path,
-    lock_text: str,
+    lock: Lock,
     interpreter: Interpreter,
     compile_bytecode: bool,
+    offline: bool,
     on_line: Callable[[str], None] | None,
 ) -> None:
     uv = proc.uv_bin()
@@ -110,39 +164,53 @@ def _build_with_uv(
         what="creating the virtualenv",
         error=BuildError,
     )
-    (tmp / LOCK_NAME).write_text(lock_text, encoding="utf-8")
-    args = [uv, "pip", "sync", "--python", str(env_python(tmp)), "--require-hashes"]
-    args += ["--preview-features", "pylock"]  # PEP 751 input is "preview" in uv 0.13
+    (tmp / LOCK_NAME).write_text(lock.text, encoding="utf-8")
+    if not lock.packages:
+        return  # a model that needs nothing installed: the bare environment is the lock
+    python = str(env_python(tmp))
+    if lock.from_indexes_only:
+        reqs = tmp / "envbuild-requirements.txt"
+        reqs.write_text(lock.requirements_txt(), encoding="utf-8")
+        args = [uv, "pip", "install", "--python", python, "--no-deps", "--require-hashes"]
+        args += ["--no-config", "--index-strategy", "unsafe-best-match", "-r", str(reqs)]
+    else:
+        args = [uv, "pip", "sync", "--python", python, "--require-hashes"]
+        args += ["--preview-features", "pylock", str(tmp / LOCK_NAME)]
     if compile_bytecode:
         args.append("--compile-bytecode")
-    args.append(str(tmp / LOCK_NAME))
-    proc.run(
-        args,
-        what="installing the locked packages",
-        error=BuildError,
-        on_line=on_line,
-        hint="the package named above failed to install; the log has uv's full output",
-    )
+    if offline:
+        args.append("--offline")
+    try:
+        proc.run(
+            args,
+            what="installing the locked packages",
+            error=BuildError,
+            env=_install_env(lock),
+            on_line=on_line,
+            hint="the package named above failed to install; the log has uv's full output",
+        )
+    finally:
+        (tmp / "envbuild-requirements.txt").unlink(missing_ok=True)
 
 
 def _build_with_pip(
     tmp: Path,
-    lock_text: str,
+    lock: Lock,
     interpreter: Interpreter,
     compile_bytecode: bool,
     on_line: Callable[[str], None] | None,
 ) -> None:
     """Fallback installer: stdlib venv without pip, driven by the pip that runs envbuild."""
-    from envbuild.lock import lock_from_text
-
     proc.run(
         [interpreter.path, "-m", "venv", "--without-pip", str(tmp)],
         what="creating the virtualenv",
         error=BuildError,
     )
-    (tmp / LOCK_NAME).write_text(lock_text, encoding="utf-8")
+    (tmp / LOCK_NAME).write_text(lock.text, encoding="utf-8")
+    if not lock.packages:
+        return
     reqs = tmp / "envbuild-requirements.txt"
-    reqs.write_text(lock_from_text(lock_text).requirements_txt(), encoding="utf-8")
+    reqs.write_text(lock.requirements_txt(), encoding="utf-8")
     args = [
         proc.python_exe(),
         "-m",
@@ -183,3 +251,63 @@ def _fix_shebangs(tmp: Path) -> None:
             body = script.read_bytes().split(b"\n", 1)[1]
             launcher = b'#!/bin/sh\n"exec" "$(dirname "$(readlink -f "$0")")/python" "$0" "$@"\n'
             script.write_bytes(launcher + body)
+
+
+class VenvBackend:
+    """A cached virtualenv built from the lock on a discovered interpreter (the default)."""
+
+    name: ClassVar[str] = "venv"
+
+    def can_build(self, env: EnvSpec) -> str | None:
+        from envbuild.errors import InterpreterNotFound
+        from envbuild.python import find_interpreter
+
+        version = env.python.version if env.python else None
+        try:
+            find_interpreter(version)
+        except InterpreterNotFound as exc:
+            return exc.message
+        return None
+
+    def plan(self, env: EnvSpec, options: BuildOptions) -> Plan:
+        warnings: list[str] = []
+        interpreter = choose_interpreter(
+            env,
+            options.python,
+            strict=options.strict_python,
+            install=options.install_python,
+            warnings=warnings,
+        )
+        target = Target.for_interpreter(env, interpreter.version, accelerator=options.accelerator)
+        return Plan(self.name, target, interpreter, tuple(warnings))
+
+    def build(
+        self,
+        plan: Plan,
+        model: ModelSpec,
+        env: EnvSpec,
+        lock: LockChoice | None,
+        options: BuildOptions,
+        *,
+        on_progress: Progress | None = None,
+    ) -> ProcessEnvironment:
+        if lock is None:
+            raise UsageError("the venv kind needs a lock")
+
+        def on_line(line: str) -> None:
+            if on_progress and line.strip():
+                on_progress(line.strip())
+
+        if on_progress:
+            on_progress("building the environment")
+        return build_venv(
+            lock.lock,
+            plan.interpreter,
+            installer=options.installer,
+            compile_bytecode=options.compile_bytecode,
+            offline=options.offline,
+            on_line=on_line,
+            on_wait=(lambda: on_progress("waiting for another build of this environment"))
+            if on_progress
+            else None,
+        )

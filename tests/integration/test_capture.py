@@ -236,17 +236,17 @@ with open(out, "w") as handle:
 def imported_distributions(model: Path, tmp: Path) -> set[str]:
     """Independent oracle: every distribution a module of which is in sys.modules after the
     runner loaded the model and predicted on its input example (a fresh interpreter)."""
-    from envbuild.execute import default_input
+    from envbuild.inputs import default_input
     from envbuild.model import load_model
 
-    request, _ = default_input(load_model(model))
     out = tmp / f"oracle-{model.name}.json"
-    subprocess.run(
-        [sys.executable, "-c", ORACLE, str(RUNNER), str(model), str(request), str(out)],
-        check=True,
-        capture_output=True,
-        env=clean_env(),
-    )
+    with default_input(load_model(model)) as request:
+        subprocess.run(
+            [sys.executable, "-c", ORACLE, str(RUNNER), str(model), str(request.path), str(out)],
+            check=True,
+            capture_output=True,
+            env=clean_env(),
+        )
     return {canonicalize_name(n) for n in json.loads(out.read_text())}
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 import envbuild
-from envbuild.capture import CaptureWarning, infer_requirements
-from envbuild.capture.mlflow_hook import patched
+from envbuild.capturing import CaptureWarning, infer_requirements
+from envbuild.capturing.mlflow_hook import patched
 from envbuild.errors import ModelRunError
 from tests.integration.test_capture import broken_python_model, clean_env, cli
 

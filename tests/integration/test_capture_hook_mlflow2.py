@@ -37,8 +37,8 @@ SCRIPT = """
 import json, os, sys, warnings
 import mlflow, mlflow.pyfunc, mlflow.sklearn
 import envbuild
-from envbuild.capture import CaptureWarning
-from envbuild.capture.mlflow_hook import patched
+from envbuild.capturing import CaptureWarning
+from envbuild.capturing.mlflow_hook import patched
 from envbuild.errors import ModelRunError
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema

@@ -43,6 +43,8 @@ from pathlib import Path
 
 import pytest
 
+from envbuild.envspec import read_env
+from envbuild.model import load_model
 from tests.conftest import run_cli
 from tests.integration import docker_images
 from tests.integration.docker_images import host_ca_bundle, remove_image, run_in_image
@@ -54,6 +56,7 @@ python_slim_images = docker_images.python_slim_images
 pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.network, pytest.mark.slow]
 
 PYTHON310 = Path("/root/.pyenv/versions/3.10.13/bin/python")
+RUNTIME = Path(__file__).resolve().parents[2] / "envbuild" / "runtime"
 REPO = Path(__file__).resolve().parents[2]
 TEST_REPO = "envbuild-test/image"
 RUNNER_IN_IMAGE = "/opt/env/bin/python /opt/envbuild/runtime/runner.py"
@@ -206,7 +209,7 @@ def reuse_tag(model: Path) -> str:
     os.environ["PIP_CONFIG_FILE"] = os.devnull
     os.environ.pop("PIP_FIND_LINKS", None)
     try:
-        return plan_image(model).tag
+        return plan_image(load_model(model), read_env(load_model(model))).tag
     finally:
         for key, value in saved.items():
             if value is None:
@@ -614,10 +617,12 @@ def test_ca_and_index_credentials_stay_in_the_build_stage(
     env = cli_env(UV_EXTRA_INDEX_URL=index)
     tag = new_tag("secrets")
     created.append(tag)
-    # the lock first, without the made-up index (a resolution would query it)
-    first = run_cli("image", str(tiny_model), "--context", str(tmp_path / "ctx"), env=cli_env())
+    # the model's own lock first, without the made-up index (a resolution would query it, and
+    # a cached lock is keyed by the index settings, so it would be resolved again)
+    model = copy_model(tiny_model, tmp_path / "tiny")
+    first = run_cli("lock", str(model), env=cli_env())
     assert first.returncode == 0, first.stderr
-    proc = run_cli("image", str(tiny_model), "-t", tag, "--ca-cert", str(ca), "--json", env=env)
+    proc = run_cli("image", str(model), "-t", tag, "--ca-cert", str(ca), "--json", env=env)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["ca_source"] == "--ca-cert"
@@ -632,13 +637,14 @@ def test_ca_and_index_credentials_stay_in_the_build_stage(
     assert secret not in json.dumps(engine.images.get(tag).history())
 
     # The same scan finds both in the build stage (so it would find them in the image).
-    from envbuild.envs import docker as engine_api
     from envbuild.image import ImageOptions, plan_image, write_context
+    from envbuild.image import engine as engine_api
 
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
     monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
     monkeypatch.setenv("UV_EXTRA_INDEX_URL", index)
-    plan = plan_image(tiny_model, ImageOptions(ca_cert=ca))
+    spec = load_model(model)
+    plan = plan_image(spec, read_env(spec), ImageOptions(ca_cert=ca))
     stage = new_tag("build-stage")
     created.append(stage)
     context = write_context(plan, tmp_path / "stage-context")
@@ -726,7 +732,7 @@ def test_base_image_with_another_python_is_refused(tiny_model, python_slim_image
 
 
 def test_labels_round_trip_through_the_builder(python_slim_images, created, tmp_path):
-    from envbuild.dockerfile import label_instruction
+    from envbuild.image.dockerfile import label_instruction
 
     labels = {
         "com.example.quote": 'say "hi"',
@@ -782,10 +788,14 @@ def test_context_is_complete_and_another_builder_builds_it(
         "model/serving_input_example.json",
         "model/weights-link.bin",
         "pylock.toml",
-        "runtime/openapi.py",
-        "runtime/runner.py",
-        "runtime/server.py",
+        # the whole runtime: its Python modules, without caches or tool settings
+        *sorted(
+            f"runtime/{p.relative_to(RUNTIME).as_posix()}"
+            for p in RUNTIME.rglob("*.py")
+            if "__pycache__" not in p.parts
+        ),
     ]
+    assert "runtime/runner.py" in files and "runtime/server.py" in files
     assert not (context / "model" / "weights-link.bin").is_symlink()
     assert (context / "model" / "data" / "weights.bin").stat().st_mode & 0o777 == 0o644
     dockerfile = (context / "Dockerfile").read_text()
@@ -815,7 +825,8 @@ def test_uv_installed_by_pip_when_not_copied(
     monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
     tag = new_tag("uv-pip")
     created.append(tag)
-    plan = plan_image(tiny_model, ImageOptions(tag=tag, uv_source="pip"))
+    spec = load_model(tiny_model)
+    plan = plan_image(spec, read_env(spec), ImageOptions(tag=tag, uv_source="pip"))
     assert plan.uv_binary is None
     result = build_image(plan)
     log = Path(result.log_path).read_text()

@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.dockerfile import (
+from envbuild.errors import BuildError, ModelError, UsageError
+from envbuild.image import model_digest, model_files, parse_labels
+from envbuild.image.dockerfile import (
     DockerfileInputs,
     label_instruction,
     quote,
-    render,
     render_dockerfile,
-    templates_dir,
 )
-from envbuild.errors import BuildError, ModelError, UsageError
-from envbuild.image import model_digest, model_files, parse_labels
+from envbuild.templates import render, templates_dir
 
 pytestmark = [pytest.mark.integration]
 

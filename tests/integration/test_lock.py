@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from envbuild.lock import tomllib
+from envbuild.lock.pylock import tomllib
 from tests.conftest import run_cli, write_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.network]

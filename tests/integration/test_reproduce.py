@@ -131,12 +131,23 @@ def test_hand_installed_package_fails_verify(reproducible_model: Path, tmp_path:
 def test_model_without_lock_is_resolved_with_a_warning(
     sklearn_iris_model: Path, tmp_path: Path
 ) -> None:
+    """Nothing failed, but nothing was compared: a partial result is not a success (exit 9)
+    unless the CI job says it accepts one, and JUnit shows the skipped step as skipped."""
     model = copy_of(sklearn_iris_model, tmp_path)
-    result = run_cli("reproduce", str(model))
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_cli("reproduce", str(model), "--junit", str(tmp_path / "junit.xml"))
+    assert result.returncode == 9, result.stdout + result.stderr
     assert "not reproducible from the model alone" in result.stderr
     assert "skip compare" in result.stdout
+    assert "result: partial" in result.stdout and "reproduced" not in result.stdout.splitlines()[-1]
     assert not (model / "pylock.toml").exists()
+    junit = (tmp_path / "junit.xml").read_text()
+    assert '<testcase classname="envbuild.reproduce.model" name="compare"' in junit
+    assert junit.count("<skipped") == 1
+    allowed = run_cli("reproduce", str(model), "--allow-partial", "--json")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    data = json.loads(allowed.stdout)
+    assert data["result"] == "partial" and data["exit_code"] == 0
+    assert any("pylock.toml" in note for note in data["partial"])
 
 
 def test_invalid_model_exits_2(tmp_path: Path) -> None:

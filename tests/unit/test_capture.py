@@ -17,21 +17,23 @@ from typing import Any
 
 import pytest
 
-from envbuild.capture import engine
-from envbuild.capture.engine import compare, interpret, labelled_index
-from envbuild.capture.writer import (
+from envbuild.capturing import engine
+from envbuild.capturing.engine import compare, interpret, labelled_index
+from envbuild.capturing.writer import (
     EXPECTED_OUTPUT,
     render_env_files,
     write_capture,
 )
 from envbuild.envspec import read_env
 from envbuild.errors import ResolutionError
-from envbuild.lock import check_lock, read_lock, render
+from envbuild.lock import check_lock, read_lock
+from envbuild.lock.toml import render
 from envbuild.model import load_model
 from envbuild.yamlio import load_yaml
 from tests.conftest import run_cli
 
-lockmod = importlib.import_module("envbuild.lock")
+lockmod = importlib.import_module("envbuild.lock.pylock")
+uvmod = importlib.import_module("envbuild.lock.uv")
 
 MARKERS = {
     "implementation_name": "cpython",
@@ -359,10 +361,13 @@ SKLEARN_MODULES = [
 
 
 def fake_resolution(calls: list) -> Any:
-    """A stand-in for ``envbuild.lock.lock``: the requested pins as uv would lock them."""
+    """A stand-in for ``envbuild.lock.uv.resolve``: the requested pins as uv would lock them."""
 
-    def resolve(model, *, env, python, platforms, **kwargs):
-        calls.append({"env": env, "python": python, "platforms": platforms, **kwargs})
+    def resolve(env, target, **kwargs):
+        python = target.python
+        calls.append(
+            {"env": env, "python": python, "platforms": list(target.platform_names), **kwargs}
+        )
         packages = []
         for req in env.requirements:
             name, version = req.text.split("==")
@@ -439,9 +444,9 @@ def test_write_records_the_rewritten_files_digest_so_check_passes(
     sklearn_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list = []
-    monkeypatch.setattr(lockmod, "lock", fake_resolution(calls))
+    monkeypatch.setattr(uvmod, "resolve", fake_resolution(calls))
     result = captured(document(SKLEARN_DISTS, SKLEARN_MODULES), sklearn_model)
-    written = write_capture(sklearn_model, result)
+    written = write_capture(load_model(sklearn_model), result)
     assert written.files == (
         "requirements.txt",
         "python_env.yaml",
@@ -456,7 +461,7 @@ def test_write_records_the_rewritten_files_digest_so_check_passes(
         "numpy==1.26.4",
         "scikit-learn==1.5.0",
     ]
-    assert call["python"] == "3.11.7" and call["write"] is False
+    assert call["python"] == "3.11.7"
     lk = check_lock(load_model(sklearn_model))  # `envbuild lock --check` passes
     tool = lk.document["tool"]["envbuild"]
     assert tool["requirements"] == ["mlflow==2.20.0", "numpy==1.26.4", "scikit-learn==1.5.0"]
@@ -471,10 +476,10 @@ def test_write_records_the_rewritten_files_digest_so_check_passes(
 def test_a_stale_expected_output_is_removed(
     sklearn_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lockmod, "lock", fake_resolution([]))
+    monkeypatch.setattr(uvmod, "resolve", fake_resolution([]))
     (sklearn_model / EXPECTED_OUTPUT).write_text('{"predictions": "old"}')
     result = captured(document(SKLEARN_DISTS, SKLEARN_MODULES, with_input=False), sklearn_model)
-    written = write_capture(sklearn_model, result)
+    written = write_capture(load_model(sklearn_model), result)
     assert written.removed == (EXPECTED_OUTPUT,)
     assert not (sklearn_model / EXPECTED_OUTPUT).exists()
 
@@ -485,11 +490,11 @@ def test_nothing_is_written_when_the_lock_fails(
     def failing(*args, **kwargs):
         raise ResolutionError("numpy==1.26.4 cannot be installed: no wheel")
 
-    monkeypatch.setattr(lockmod, "lock", failing)
+    monkeypatch.setattr(uvmod, "resolve", failing)
     before = {p.name: p.read_bytes() for p in sklearn_model.iterdir()}
     result = captured(document(SKLEARN_DISTS, SKLEARN_MODULES), sklearn_model)
     with pytest.raises(ResolutionError, match="cannot lock the installed versions: numpy"):
-        write_capture(sklearn_model, result)
+        write_capture(load_model(sklearn_model), result)
     assert {p.name: p.read_bytes() for p in sklearn_model.iterdir()} == before
 
 
@@ -500,7 +505,7 @@ def test_a_local_build_fails_the_lock_with_its_origin(sklearn_model: Path) -> No
     ]
     result = captured(document(dists, [("mylib", ["mylib"], "load")]), sklearn_model)
     with pytest.raises(ResolutionError) as info:
-        write_capture(sklearn_model, result)
+        write_capture(load_model(sklearn_model), result)
     assert "mylib 0.3 was installed from a local folder or file (a local build)" in str(info.value)
     assert info.value.exit_code == 3 and "--extra-index-url" in info.value.hint
 
@@ -522,7 +527,7 @@ def test_an_unreachable_labelled_index_fails_clearly(
     result = captured(document([dist("torch", "2.1.0+cpu")], [("torch", ["torch"], "load")]))
     assert result.extra_index_urls == ["http://127.0.0.1:9/whl/cpu"]
     with pytest.raises(ResolutionError) as info:
-        write_capture(sklearn_model, result)
+        write_capture(load_model(sklearn_model), result)
     message = str(info.value)
     assert message.startswith("cannot lock the installed versions: cannot reach the package index")
     assert "127.0.0.1:9" in message
@@ -536,12 +541,12 @@ def test_an_unreachable_labelled_index_fails_clearly(
 
 def test_capture_is_exported_and_callable_either_way() -> None:
     import envbuild
-    import envbuild.capture.engine  # binds the package attribute to the module first
+    import envbuild.capturing.engine  # binds the package attribute to the module first
 
     assert callable(envbuild.capture)
     session = envbuild.capture(strict=False)
     assert hasattr(session, "__enter__")
-    from envbuild.capture import capture, infer_requirements
+    from envbuild.capturing import capture, infer_requirements
 
     assert envbuild.infer_requirements is infer_requirements
     assert callable(capture)
@@ -561,7 +566,7 @@ def test_cli_capture_help_and_bad_interpreter(sklearn_model: Path) -> None:
 
 
 def test_wrapped_save_model_captures_once_and_only_inside_a_session(tmp_path: Path) -> None:
-    from envbuild.capture import mlflow_hook
+    from envbuild.capturing import mlflow_hook
 
     seen: list[Path] = []
 
@@ -590,7 +595,7 @@ def test_wrapped_save_model_captures_once_and_only_inside_a_session(tmp_path: Pa
 def test_the_flavor_stand_in_delegates_everything_but_save_model() -> None:
     import types
 
-    from envbuild.capture import mlflow_hook
+    from envbuild.capturing import mlflow_hook
 
     flavor = types.ModuleType("mlflow.fakeflavor")
     flavor.save_model = lambda path: path

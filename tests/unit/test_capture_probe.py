@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.capture.engine import capture_model
+from envbuild.capturing.engine import capture_model
 from envbuild.errors import ModelRunError
+from envbuild.model import load_model
 from tests.conftest import run_cli
 
 PROBE_PATH = Path(__file__).resolve().parents[2] / "envbuild" / "runtime" / "capture_probe.py"
@@ -228,7 +229,7 @@ def tiny_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_a_lazy_import_is_captured_with_its_phase(tiny_model: Path) -> None:
-    result = capture_model(tiny_model)
+    result = capture_model(load_model(tiny_model))
     by_name = {p.name: p for p in result.packages}
     assert by_name["tomli_w"].phase == "predict"
     assert by_name["tomli_w"].requirement.startswith("tomli_w==")
@@ -249,7 +250,7 @@ def test_a_model_that_fails_to_load_exits_5_with_its_own_error(
 ) -> None:
     monkeypatch.setenv("CAPTURE_TEST_FAIL_LOAD", "1")
     with pytest.raises(ModelRunError, match="model failed to load: RuntimeError: load broke"):
-        capture_model(tiny_model)
+        capture_model(load_model(tiny_model))
     proc = run_cli("capture", str(tiny_model))
     assert proc.returncode == 5
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]

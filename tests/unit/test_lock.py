@@ -19,13 +19,15 @@ import pytest
 import envbuild
 from envbuild.envspec import read_env
 from envbuild.errors import ExitCode, LockMismatchError, ModelError, ResolutionError, UsageError
-from envbuild.lock import tomllib
+from envbuild.lock.pylock import tomllib
 from envbuild.model import load_model
-from envbuild.targets import PLATFORMS, parse_platform, parse_python, resolve_platforms
+from envbuild.target import PLATFORMS, parse_platform, parse_python, resolve_platforms
 from tests.conftest import run_cli
 
-# `import envbuild.lock as m` may give the function of the same name: ask for the module
 lockmod = importlib.import_module("envbuild.lock")
+uvmod = importlib.import_module("envbuild.lock.uv")
+from envbuild.lock.explain import explain_failure  # noqa: E402
+from envbuild.lock.toml import render  # noqa: E402
 
 T = datetime(2024, 4, 2, 10, 0, 0, tzinfo=timezone.utc)
 
@@ -88,32 +90,42 @@ def fake_uv(monkeypatch: pytest.MonkeyPatch) -> list:
     calls: list = []
 
     def resolve_one(job, target):
-        calls.append((job.python, target.name, job.as_of))
+        calls.append((job.target.python, target.name, job.as_of))
         (job.workdir / "seen-requirements.in").write_text(
             (job.workdir / "requirements.in").read_text()
         )
         return CANNED[target.name]
 
-    monkeypatch.setattr(lockmod, "_resolve_one", resolve_one)
+    monkeypatch.setattr(uvmod, "_resolve_one", resolve_one)
     monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
     for var in ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_INDEX_URL"):
         monkeypatch.delenv(var, raising=False)
     return calls
 
 
-def test_envbuild_lock_is_callable_in_any_import_order() -> None:
-    """``envbuild.lock`` is the module or the function depending on import order: both lock."""
+def test_public_api_names_are_plain_functions_in_any_import_order() -> None:
+    """No module shares a name with a public function: whatever was imported first,
+    ``envbuild.resolve``/``lock_model``/``capture``/``reproduce`` are the functions."""
     code = (
         "import envbuild{first}\n"
+        "import inspect\n"
         "from envbuild.errors import ModelError\n"
+        "for name in ('resolve', 'lock_model', 'check_lock', 'build', 'capture', 'reproduce',\n"
+        "             'load_model', 'read_env', 'prepare'):\n"
+        "    assert inspect.isfunction(getattr(envbuild, name)), name\n"
         "try:\n"
-        "    envbuild.lock('/nonexistent/model')\n"
+        "    envbuild.lock_model('/nonexistent/model')\n"
         "except ModelError as exc:\n"
         "    assert 'no such model folder' in str(exc)\n"
         "from envbuild.lock import Lock, read_lock\n"
         "assert envbuild.Lock is Lock and envbuild.read_lock is read_lock\n"
     )
-    for first in ("", "; import envbuild.lock", "; envbuild.lock"):
+    for first in (
+        "",
+        "; import envbuild.lock",
+        "; import envbuild.capturing.engine",
+        "; import envbuild.reproduction",
+    ):
         subprocess.run([sys.executable, "-c", code.format(first=first)], check=True)
 
 
@@ -208,17 +220,17 @@ def test_render_round_trips_and_ignores_input_order() -> None:
         "packages": [package("numpy", "1.26.4", "a.whl", "b.whl")],
         "tool": {"envbuild": {"python": "3.11", "note": 'quote " back\\slash\ttab'}},
     }
-    text = lockmod.render(doc)
+    text = render(doc)
     assert tomllib.loads(text) == doc
     shuffled = {k: doc[k] for k in reversed(list(doc))}
     shuffled["packages"] = [{k: v for k, v in reversed(list(doc["packages"][0].items()))}]
-    assert lockmod.render(shuffled) == text
+    assert render(shuffled) == text
     assert text.startswith('lock-version = "1.0"\nenvironments = ')
     assert "upload-time = 2024-04-02T10:00:00Z" in text
 
 
 def test_merge_single_target_keeps_uv_result() -> None:
-    merged = lockmod.merge([(PLATFORMS["linux/amd64"], LINUX)])
+    merged = uvmod.merge([(PLATFORMS["linux/amd64"], LINUX)])
     assert [(p["name"], p["version"]) for p in merged] == [
         ("numpy", "1.26.4"),
         ("scikit-learn", "1.4.2"),
@@ -227,7 +239,7 @@ def test_merge_single_target_keeps_uv_result() -> None:
 
 
 def test_merge_targets_unions_wheels_and_marks_differences() -> None:
-    merged = lockmod.merge(
+    merged = uvmod.merge(
         [
             (PLATFORMS["linux/amd64"], LINUX),
             (PLATFORMS["linux/arm64"], ARM),
@@ -253,7 +265,7 @@ def test_merge_targets_unions_wheels_and_marks_differences() -> None:
 def test_credentials_never_reach_file_urls() -> None:
     private = {"packages": [package("secretpkg", "1.0", "secretpkg-1.0-py3-none-any.whl")]}
     private["packages"][0]["wheels"][0]["url"] = "https://user:tok3n@pkgs.example.org/x.whl"
-    merged = lockmod.merge([(PLATFORMS["linux/amd64"], private)])
+    merged = uvmod.merge([(PLATFORMS["linux/amd64"], private)])
     assert merged[0]["wheels"][0]["url"] == "https://pkgs.example.org/x.whl"
 
 
@@ -262,7 +274,7 @@ def test_credentials_never_reach_file_urls() -> None:
 
 
 def test_lock_writes_canonical_pylock(sklearn_model: Path, fake_uv: list) -> None:
-    lk = envbuild.lock(load_model(sklearn_model), as_of="model")
+    lk = envbuild.lock_model(load_model(sklearn_model), as_of="model")
     path = sklearn_model / "pylock.toml"
     assert lk.path == path and lk.changed is True
     raw = path.read_bytes()
@@ -285,10 +297,10 @@ def test_lock_writes_canonical_pylock(sklearn_model: Path, fake_uv: list) -> Non
 
 
 def test_lock_is_deterministic_and_not_rewritten(sklearn_model: Path, fake_uv: list) -> None:
-    first = envbuild.lock(sklearn_model, as_of="2024-05-01")
+    first = envbuild.lock_model(sklearn_model, as_of="2024-05-01")
     path = sklearn_model / "pylock.toml"
     mtime = path.stat().st_mtime_ns
-    second = envbuild.lock(sklearn_model, as_of="2024-05-01")
+    second = envbuild.lock_model(sklearn_model, as_of="2024-05-01")
     assert second.text == first.text and second.digest == first.digest
     assert second.changed is False and path.stat().st_mtime_ns == mtime
     again = envbuild.read_lock(path)
@@ -296,7 +308,7 @@ def test_lock_is_deterministic_and_not_rewritten(sklearn_model: Path, fake_uv: l
 
 
 def test_lock_targets_and_python_override(sklearn_model: Path, fake_uv: list) -> None:
-    lk = envbuild.lock(
+    lk = envbuild.lock_model(
         sklearn_model, python="3.10", platforms=["linux/arm64", "linux/amd64"], write=False
     )
     assert lk.path is None and not (sklearn_model / "pylock.toml").exists()
@@ -309,7 +321,7 @@ def test_lock_targets_and_python_override(sklearn_model: Path, fake_uv: list) ->
 def test_failed_resolution_leaves_the_old_lock(
     sklearn_model: Path, fake_uv: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    envbuild.lock(sklearn_model)
+    envbuild.lock_model(sklearn_model)
     path = sklearn_model / "pylock.toml"
     before = path.read_bytes()
     (sklearn_model / "requirements.txt").write_text("mlflow==2.20.0\nnumpy<1\n")
@@ -317,17 +329,17 @@ def test_failed_resolution_leaves_the_old_lock(
     def fail(job, target):
         raise ResolutionError("no solution")
 
-    monkeypatch.setattr(lockmod, "_resolve_one", fail)
+    monkeypatch.setattr(uvmod, "_resolve_one", fail)
     with pytest.raises(ResolutionError):
-        envbuild.lock(sklearn_model)
+        envbuild.lock_model(sklearn_model)
     assert path.read_bytes() == before
     assert sorted(p.name for p in sklearn_model.iterdir() if p.name.startswith(".")) == []
 
 
 def test_lock_file_name_must_follow_pep_751(sklearn_model: Path, fake_uv: list) -> None:
     with pytest.raises(UsageError):
-        envbuild.lock(sklearn_model, output=sklearn_model / "requirements.lock")
-    lk = envbuild.lock(sklearn_model, output=sklearn_model / "pylock.linux.toml")
+        envbuild.lock_model(sklearn_model, output=sklearn_model / "requirements.lock")
+    lk = envbuild.lock_model(sklearn_model, output=sklearn_model / "pylock.linux.toml")
     assert lk.path is not None and lk.path.name == "pylock.linux.toml"
 
 
@@ -342,9 +354,9 @@ def test_model_without_python_needs_python_option(tmp_path: Path, fake_uv: list)
         },
     )
     with pytest.raises(ModelError) as info:
-        envbuild.lock(model)
+        envbuild.lock_model(model)
     assert "--python" in (info.value.hint or "")
-    assert envbuild.lock(model, python="3.11").python == "3.11"
+    assert envbuild.lock_model(model, python="3.11").python == "3.11"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,7 +364,7 @@ def test_model_without_python_needs_python_option(tmp_path: Path, fake_uv: list)
 
 
 def test_check_passes_then_catches_an_edit(sklearn_model: Path, fake_uv: list) -> None:
-    envbuild.lock(sklearn_model)
+    envbuild.lock_model(sklearn_model)
     assert (
         envbuild.check_lock(sklearn_model).input_digest
         == read_env(load_model(sklearn_model)).digest()
@@ -381,7 +393,7 @@ def test_check_missing_and_foreign_locks(sklearn_model: Path) -> None:
 
 
 def test_check_python_and_platforms(sklearn_model: Path, fake_uv: list) -> None:
-    envbuild.lock(sklearn_model, python="3.10")
+    envbuild.lock_model(sklearn_model, python="3.10")
     with pytest.raises(LockMismatchError) as info:
         envbuild.check_lock(sklearn_model)
     assert "Python 3.10" in str(info.value) and "python_env.yaml:1" in str(info.value)
@@ -462,7 +474,7 @@ def conflict_env(tmp_path: Path):
 
 def explain(stderr: str, env, **kw) -> ResolutionError:
     kw.setdefault("python", "3.11.7")
-    return lockmod.explain_failure(stderr, env=env, **kw)
+    return explain_failure(stderr, env=env, **kw)
 
 
 def test_conflict_names_both_origins(conflict_env) -> None:
@@ -522,7 +534,7 @@ def test_warnings_for_local_files_and_missing_wheels(
     sdist_only["wheels"] = []
     monkeypatch.setitem(CANNED, "linux/amd64", {"packages": [local, sdist_only]})
     monkeypatch.setenv("PIP_FIND_LINKS", "/opt/wheels")
-    lk = envbuild.lock(sklearn_model, write=False)
+    lk = envbuild.lock_model(sklearn_model, write=False)
     assert any(
         w.startswith("the lock refers to local files for numpy") and "PIP_FIND_LINKS" in w
         for w in lk.warnings
@@ -531,7 +543,7 @@ def test_warnings_for_local_files_and_missing_wheels(
 
 
 def test_requirements_txt_for_pip(sklearn_model: Path, fake_uv: list) -> None:
-    lk = envbuild.lock(sklearn_model, platforms=["linux/amd64", "windows"], write=False)
+    lk = envbuild.lock_model(sklearn_model, platforms=["linux/amd64", "windows"], write=False)
     text = lk.requirements_txt()
     assert text.startswith("colorama==0.4.6 ; (sys_platform == 'win32') and (")
     numpy = text.split("numpy==1.26.4 \\\n", 1)[1].split("scikit-learn")[0]

@@ -16,16 +16,14 @@
 from __future__ import annotations
 
 import os
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
-from envbuild.capture.mlflow_hook import CaptureSession, CaptureWarning, capture
+from envbuild.capturing.mlflow_hook import CaptureSession, CaptureWarning, capture
+from envbuild.model import ModelSpec
 
 if TYPE_CHECKING:
-    from envbuild.capture.engine import Capture
-    from envbuild.capture.writer import Written
-    from envbuild.model import ModelSpec
+    from envbuild.capturing.engine import Capture
+    from envbuild.capturing.writer import Written
 
 __all__ = [
     "CaptureSession",
@@ -41,17 +39,17 @@ def capture_model(
     model: ModelSpec | str | os.PathLike[str], *, python: str | os.PathLike[str] | None = None
 ) -> Capture:
     """Load the saved model in ``python`` (default: this interpreter), predict on its input
-    example, and return what it imports, pinned (see :mod:`envbuild.capture.engine`)."""
-    from envbuild.capture.engine import capture_model as run
+    example, and return what it imports, pinned (see :mod:`envbuild.capturing.engine`)."""
+    from envbuild.capturing.engine import capture_model as run
+    from envbuild.model import load_model
 
-    return run(model, python=python)
+    spec = model if isinstance(model, ModelSpec) else load_model(model)
+    return run(spec, python=python)
 
 
-def write_capture(
-    model: ModelSpec | str | os.PathLike[str], result: Capture, **options: Any
-) -> Written:
+def write_capture(model: ModelSpec, result: Capture, **options: Any) -> Written:
     """Rewrite the model's env files and write its lock and expected output (all or nothing)."""
-    from envbuild.capture.writer import write_capture as write
+    from envbuild.capturing.writer import write_capture as write
 
     return write(model, result, **options)
 
@@ -65,13 +63,3 @@ def infer_requirements(
     The ``--extra-index-url`` a labelled build (``torch==2.1.0+cpu``) needs comes first.
     """
     return capture_model(model, python=python).requirement_lines()
-
-
-# ``envbuild.capture`` names both this package and the context manager (the public API the issue
-# asks for); whichever Python binds first wins the attribute, so the package is made callable.
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return capture(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -1,10 +1,6 @@
-"""Rendering the image's Dockerfile from ``templates/Dockerfile.tmpl``.
-
-The Dockerfile is text a user reads (``envbuild image --context``) and reviews, so it lives in a
-template file, not in Python strings. The template language is deliberately tiny (no Jinja
-dependency for one file): ``{{ name }}`` substitutes a value and whole-line ``{% if name %}`` /
-``{% else %}`` / ``{% endif %}`` keep or drop lines. Every name the template uses must be given,
-and every value is checked to be one line, so a value can never inject an instruction.
+"""Rendering the image's Dockerfile from ``templates/Dockerfile.tmpl`` (see ``templates.py`` for
+the template language). Every value is checked to be one line, so a value can never inject an
+instruction; the image layout (paths, user, port, health check) comes from ``layout.py``.
 """
 
 from __future__ import annotations
@@ -12,67 +8,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from envbuild.errors import BuildError, UsageError
+from envbuild.image import layout
+from envbuild.templates import read_template, render
 
 TEMPLATE_NAME = "Dockerfile.tmpl"
-_VAR = re.compile(r"\{\{\s*([a-z_][a-z0-9_]*)\s*\}\}")
-_DIRECTIVE = re.compile(r"^\s*\{%\s*(if|else|endif)\s*([a-z_][a-z0-9_]*)?\s*%\}\s*$")
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 # build-arg names the template declares when envbuild passes them (index settings)
 _ARG_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
-
-
-def templates_dir() -> Path:
-    """The folder holding envbuild's templates, in a wheel or in a source checkout.
-
-    A wheel ships them as ``envbuild/templates`` (hatch force-include); an editable install or a
-    checkout has them at the repository's top level, next to the ``envbuild`` package.
-    """
-    package = Path(__file__).resolve().parent
-    for candidate in (package / "templates", package.parent / "templates"):
-        if (candidate / TEMPLATE_NAME).is_file():
-            return candidate
-    raise BuildError(
-        f"envbuild's {TEMPLATE_NAME} is missing (looked in {package / 'templates'} and "
-        f"{package.parent / 'templates'})",
-        hint="reinstall envbuild",
-    )
-
-
-def render(template: str, values: Mapping[str, str | bool]) -> str:
-    """Render ``template`` with ``values`` (strings for ``{{ }}``, anything truthy for ``if``)."""
-    out: list[str] = []
-    stack: list[tuple[bool, bool]] = []  # (this block's condition, enclosing blocks all true)
-    for number, line in enumerate(template.splitlines(), start=1):
-        directive = _DIRECTIVE.match(line)
-        active = all(cond for cond, _ in stack)
-        if directive:
-            word, name = directive.groups()
-            if word == "if":
-                if name is None or name not in values:
-                    raise BuildError(f"{TEMPLATE_NAME}:{number}: unknown condition {name!r}")
-                stack.append((bool(values[name]), active))
-            elif not stack:
-                raise BuildError(f"{TEMPLATE_NAME}:{number}: {word} without if")
-            elif word == "else":
-                cond, outer = stack.pop()
-                stack.append((not cond, outer))
-            else:
-                stack.pop()
-            continue
-        if active:
-            out.append(_VAR.sub(lambda m, n=number: _value(values, m.group(1), n), line))
-    if stack:
-        raise BuildError(f"{TEMPLATE_NAME}: an if block is not closed")
-    return "\n".join(out) + "\n"
-
-
-def _value(values: Mapping[str, str | bool], name: str, number: int) -> str:
-    if name not in values:
-        raise BuildError(f"{TEMPLATE_NAME}:{number}: no value for {{{{ {name} }}}}")
-    return str(values[name])
 
 
 def _one_line(name: str, value: str) -> str:
@@ -128,8 +72,9 @@ def render_dockerfile(inputs: DockerfileInputs) -> str:
     for name in inputs.build_arg_names:
         if not _ARG_NAME.match(name):
             raise BuildError(f"invalid build-arg name {name!r}")
-    template = (templates_dir() / TEMPLATE_NAME).read_text(encoding="utf-8")
+    template = read_template(TEMPLATE_NAME)
     values: dict[str, str | bool] = {
+        **layout.template_values(),
         "base_image": _one_line("--base-image", inputs.base_image),
         "python_minor": inputs.python_minor,
         "model_name": _one_line("the model name", inputs.model_name).replace('"', "'"),
@@ -143,4 +88,4 @@ def render_dockerfile(inputs: DockerfileInputs) -> str:
         "labels": label_instruction(inputs.labels),
         "workers": str(inputs.workers),
     }
-    return render(template, values)
+    return render(template, values, name=TEMPLATE_NAME)

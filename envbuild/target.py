@@ -1,4 +1,5 @@
-"""Where a lock will be installed: a Python version and platforms, named the way users name them.
+"""Where a lock will be installed: a :class:`Target` (Python version, platforms, accelerator), with
+platforms named the way users name them.
 
 A model is usually run somewhere else than where ``envbuild`` runs (a Docker image is Linux even
 when built from a Mac), so a lock is resolved for explicit targets, never for "this machine". This
@@ -21,8 +22,12 @@ import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from envbuild.errors import UsageError
+from envbuild.errors import ModelError, UsageError
+
+if TYPE_CHECKING:
+    from envbuild.envspec import EnvSpec
 
 
 @dataclass(frozen=True, order=True)
@@ -139,3 +144,87 @@ def host_platform() -> Platform | None:
     if os_name is None or arch is None:
         return None
     return PLATFORMS.get(_canonical(os_name, arch))
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a lock's packages will run: a Python version, platforms and an accelerator.
+
+    Every resolution and every lock choice is for a Target, never for "this machine": a venv's
+    target is its interpreter's Python on the host platform, an image's is the model's Python on
+    ``linux/<arch>``, ``envbuild lock``'s is whatever the user asked for.
+    """
+
+    python: str  # X.Y or X.Y.Z
+    platforms: tuple[Platform, ...]
+    python_from_model: bool = True  # False: --python (or an interpreter) chose it
+    accelerator: str | None = None  # cpu, cuda, cu121, rocm6.0 ... (None: the index default)
+
+    @property
+    def minor(self) -> str:
+        return python_minor(self.python)
+
+    @property
+    def platform_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.platforms)
+
+    def describe(self) -> str:
+        accel = f" ({self.accelerator})" if self.accelerator else ""
+        return f"Python {self.python} on {', '.join(self.platform_names)}{accel}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "python": self.python,
+            "platforms": list(self.platform_names),
+            "accelerator": self.accelerator,
+        }
+
+    @classmethod
+    def for_model(
+        cls,
+        env: EnvSpec,
+        *,
+        python: str | None = None,
+        platforms: Iterable[str] | None = None,
+        accelerator: str | None = None,
+    ) -> Target:
+        """The model's Python (or ``python``) on ``platforms`` (default linux/amd64)."""
+        return cls(
+            python=model_python(env, python),
+            platforms=resolve_platforms(platforms),
+            python_from_model=not python,
+            accelerator=accelerator,
+        )
+
+    @classmethod
+    def for_interpreter(
+        cls, env: EnvSpec, version: str, *, accelerator: str | None = None
+    ) -> Target:
+        """A venv's target: the model's Python when the interpreter fits it, else the
+        interpreter's own version, on this machine's platform."""
+        from_model = env.python is not None and env.python.admits(version)
+        python = env.python.version if from_model and env.python is not None else version
+        host = host_platform()
+        platforms = (host,) if host is not None else resolve_platforms(None)
+        return cls(python, platforms, python_from_model=from_model, accelerator=accelerator)
+
+
+def model_python(env: EnvSpec, python: str | None = None) -> str:
+    """The Python version to resolve for: ``python`` if given, else the model's own."""
+    if python:
+        return parse_python(python)
+    if env.python is None:
+        raise ModelError(
+            "the model does not say which Python it needs",
+            path=env.model_path,
+            hint="pass the Python to build for: --python X.Y",
+        )
+    try:
+        return parse_python(env.python.version)
+    except UsageError:
+        raise ModelError(
+            f"cannot build for Python {env.python.text!r}",
+            path=env.model_path / env.python.origin.file,
+            line=env.python.origin.line,
+            hint="pass the Python 3 version to use: --python X.Y",
+        ) from None

@@ -22,6 +22,7 @@ static imports and the predictions. This module decides, with ``packaging``:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -41,7 +42,8 @@ from packaging.version import InvalidVersion, Version
 from envbuild import proc
 from envbuild.envspec import EnvSpec
 from envbuild.errors import InputDataError, ModelError, ModelRunError, UsageError
-from envbuild.model import ModelSpec, load_model
+from envbuild.inputs import default_input, has_example
+from envbuild.model import ModelSpec
 
 PROBE = Path(__file__).resolve().parent.parent / "runtime" / "capture_probe.py"
 PROBE_EXIT_BAD_INPUT = 2
@@ -271,18 +273,6 @@ def interpreter_path(python: str | os.PathLike[str] | None) -> str:
     return str(Path(found).absolute())
 
 
-def _input_for(model: ModelSpec) -> tuple[Path | None, Path | None]:
-    """(request file to predict on, temporary folder to remove) or (None, None) without one."""
-    from envbuild.execute import default_input
-
-    try:
-        path, _ = default_input(model)
-    except UsageError:  # the model has no input example
-        return None, None
-    temporary = path.parent if path.parent.name.startswith("envbuild-input-") else None
-    return path, temporary
-
-
 def run_probe(
     model: ModelSpec, python: str, input_path: Path | None
 ) -> tuple[dict[str, Any], float]:
@@ -342,14 +332,13 @@ def _document(stdout: str) -> dict[str, Any] | None:
 
 
 def capture_model(
-    model: ModelSpec | str | os.PathLike[str],
+    spec: ModelSpec,
     *,
     python: str | os.PathLike[str] | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> Capture:
     """Load the model in ``python`` (default: the interpreter running envbuild), predict on its
     input example and return what it really imports, pinned to the installed versions."""
-    spec = model if isinstance(model, ModelSpec) else load_model(model)
     if spec.pyfunc is None:
         raise ModelError(
             f"no python_function flavor (flavors: {', '.join(spec.flavor_names)}); capture "
@@ -359,19 +348,17 @@ def capture_model(
         )
     exe = interpreter_path(python)
     started = time.monotonic()
-    input_path, temporary = _input_for(spec)
-    if on_progress is not None:
-        on_progress(f"loading the model in {exe}" + (" and predicting" if input_path else ""))
-    try:
-        doc, _ = run_probe(spec, exe, input_path)
-    finally:
-        if temporary is not None:
-            shutil.rmtree(temporary, ignore_errors=True)
     shown_input = None
-    if input_path is not None:
-        shown_input = (
-            os.path.relpath(input_path, spec.path) if temporary is None else "input_example.json"
-        )
+    with contextlib.ExitStack() as stack:
+        input_path = None
+        if has_example(spec):
+            data = stack.enter_context(default_input(spec))
+            input_path = data.path
+            inside = spec.path in data.path.parents
+            shown_input = os.path.relpath(data.path, spec.path) if inside else "input_example.json"
+        if on_progress is not None:
+            on_progress(f"loading the model in {exe}" + (" and predicting" if input_path else ""))
+        doc, _ = run_probe(spec, exe, input_path)
     return interpret(
         doc,
         model_path=spec.path,

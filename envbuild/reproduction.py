@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from envbuild.envs import Environment, get_backend
+from envbuild.envspec import EnvSpec
 from envbuild.errors import (
     BuildError,
     EnvbuildError,
@@ -27,6 +27,8 @@ from envbuild.errors import (
     ModelRunError,
     PredictionMismatch,
 )
+from envbuild.lock.select import LockChoice
+from envbuild.model import ModelSpec
 
 EXPECTED_OUTPUT = "envbuild_expected_output.json"
 STEPS = ("lock", "build", "verify", "predict", "compare")
@@ -66,13 +68,25 @@ class Report:
     steps: list[Step]
     warnings: list[str] = field(default_factory=list)
     drift: list[dict[str, str | None]] = field(default_factory=list)
+    partial: list[str] = field(default_factory=list)  # what was not checked, and why
+    allow_partial: bool = False
 
     @property
     def exit_code(self) -> int:
         for step in self.steps:
             if step.status == FAILED:
                 return step.exit_code
+        if self.partial and not self.allow_partial:
+            return int(ExitCode.PARTIAL)
         return int(ExitCode.OK)
+
+    @property
+    def result(self) -> str:
+        """``reproduced``, ``partial`` (nothing failed, but something was not checked) or
+        ``failed``."""
+        if any(step.status == FAILED for step in self.steps):
+            return "failed"
+        return "partial" if self.partial else "reproduced"
 
     @property
     def ok(self) -> bool:
@@ -86,7 +100,9 @@ class Report:
             "model": self.model,
             "kind": self.kind,
             "ok": self.ok,
+            "result": self.result,
             "exit_code": self.exit_code,
+            "partial": self.partial,
             "steps": [s.to_dict() for s in self.steps],
             "drift": self.drift,
             "warnings": self.warnings,
@@ -233,113 +249,98 @@ def drift_report(
     return out
 
 
-def reproduce(
-    model: str | Path,
-    *,
-    kind: str = "venv",
-    rtol: float = 1e-6,
-    python: str | None = None,
-    on_progress: Callable[[str], None] | None = None,
-) -> Report:
-    """Run the five steps on ``model``; never raises for the model's own problems (see Report)."""
-    from envbuild.envspec import read_env
-    from envbuild.lock import PYLOCK_NAME, check_lock
-    from envbuild.model import load_model
-    from envbuild.pipeline import BuildOptions, choose_interpreter
+class Reproduction:
+    """The five steps on one model, one method each; ``run()`` returns the :class:`Report`.
 
-    report = Report(model=str(model), kind=kind, steps=[Step(name) for name in STEPS])
-    spec = load_model(model)  # a model that cannot be read is exit 2, raised to the CLI
-    env_spec = read_env(spec)
-    report.model = str(spec.path)
-    report.warnings.extend([*spec.warnings, *env_spec.warnings])
-    progress = on_progress or (lambda _msg: None)
-    state: dict[str, Any] = {}
+    State flows from step to step through attributes (the lock the build uses, the environment
+    the verify and predict steps run in); a step that cannot run because an earlier one failed is
+    skipped with the reason.
+    """
 
-    # 1. lock ------------------------------------------------------------------------------
-    lock_step = report.step("lock")
+    def __init__(
+        self,
+        model: ModelSpec,
+        env: EnvSpec,
+        *,
+        kind: str = "venv",
+        rtol: float = 1e-6,
+        python: str | None = None,
+        allow_partial: bool = False,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> None:
+        from envbuild.envs import BuildOptions
 
-    def do_lock() -> None:
-        progress("lock: checking the model's pylock.toml")
-        own = spec.path / PYLOCK_NAME
+        self.model = model
+        self.env = env
+        self.rtol = rtol
+        self.options = BuildOptions(kind=kind, python=python)
+        self.progress = on_progress or (lambda _msg: None)
+        self.report = Report(
+            model=str(model.path),
+            kind=kind,
+            steps=[Step(name) for name in STEPS],
+            warnings=[*model.warnings, *env.warnings],
+            allow_partial=allow_partial,
+        )
+        self.choice: LockChoice | None = None
+        self.environment: Environment | None = None
+        self.installed: dict[str, str] | None = None
+        self.predictions: Any = None
+
+    # -- the steps ------------------------------------------------------------------------
+    def lock(self, step: Step) -> None:
+        """The model's pylock.toml matches its requirements (as ``lock --check``); without one,
+        a lock resolved today (and the result is only partial)."""
+        from envbuild.lock import PYLOCK_NAME, check_lock
+        from envbuild.lock.select import LockChoice, select_lock
+
+        self.progress("lock: checking the model's pylock.toml")
+        own = self.model.path / PYLOCK_NAME
         if own.is_file():
-            state["lock"] = check_lock(spec, env=env_spec)
-            lock_step.details["lock"] = str(own)
-            lock_step.details["source"] = "model"
+            lk = check_lock(self.model, env=self.env)
+            self.choice = LockChoice(lk, "given")
+            step.details["lock"] = str(own)
+            step.details["source"] = "model"
         else:
-            from envbuild.lockstage import obtain_lock
-
-            interpreter = choose_interpreter(env_spec, BuildOptions(python=python), report.warnings)
-            state["interpreter"] = interpreter
-            lk, _ = obtain_lock(spec, env_spec, interpreter, warnings=report.warnings)
-            state["lock"] = lk
-            lock_step.details["lock"] = str(lk.path)
-            lock_step.details["source"] = "resolved"
-            report.warnings.append(
+            backend = get_backend(self.options.kind)
+            plan = backend.plan(self.env, self.options)
+            assert plan.target is not None
+            self.choice = select_lock(self.model, self.env, plan.target)
+            step.details["lock"] = str(self.choice.lock.path)
+            step.details["source"] = "resolved"
+            self.report.partial.append("the model has no pylock.toml: its lock was resolved today")
+            self.report.warnings.append(
                 f"the model has no {PYLOCK_NAME}: envbuild resolved one today, so this result is "
-                f"not reproducible from the model alone (run `envbuild lock {spec.path}` and "
-                "commit the lock)"
+                f"not reproducible from the model alone (run `envbuild lock {self.model.path}` "
+                "and commit the lock)"
             )
-        lk = state["lock"]
-        lock_step.details.update(digest=lk.digest, python=lk.python, packages=len(lk.packages))
+        lk = self.choice.lock
+        step.details.update(digest=lk.digest, python=lk.python, packages=len(lk.packages))
 
-    _timed(lock_step, do_lock)
-    if lock_step.status == FAILED:
-        # the model's lock is stale or unreadable: a build from it would prove nothing
-        with_reason(report, "build", "the lock step failed")
-        with_reason(report, "verify", "the lock step failed")
-        with_reason(report, "predict", "the lock step failed")
-        with_reason(report, "compare", "the lock step failed")
-        report.drift = drift_report(env_spec, _document_of(spec), None)
-        return report
+    def build(self, step: Step) -> None:
+        """The environment of the chosen kind, from exactly that lock."""
+        from envbuild.envs import build
 
-    # 2. build -----------------------------------------------------------------------------
-    build_step = report.step("build")
-
-    def do_build() -> None:
-        from envbuild.envs.venv import build_venv
-
-        if kind != "venv":
-            from envbuild.envs.docker import environment_for_reproduce
-
-            state["environment"] = environment_for_reproduce(
-                spec, state["lock"], on_progress=progress
-            )
-        else:
-            interpreter = state.get("interpreter") or choose_interpreter(
-                env_spec, BuildOptions(python=python), report.warnings
-            )
-            progress("build: materializing the environment")
-            lk = state["lock"]
-            state["environment"] = build_venv(lk.text, lk.digest, interpreter, on_line=progress)
-        environment = state["environment"]
-        build_step.details.update(
-            path=str(environment.path),
-            reused=not environment.built,
-            python=environment.interpreter_version,
+        self.progress("build: materializing the environment")
+        self.environment = build(
+            self.model, self.env, self.choice, self.options, on_progress=self.progress
+        )
+        step.details.update(
+            path=str(self.environment.path),
+            reused=not self.environment.built,
+            python=self.environment.interpreter_version,
         )
 
-    _timed(build_step, do_build)
-    if build_step.status == FAILED:
-        build_step.exit_code = int(BuildError.exit_code)
-        for name in ("verify", "predict", "compare"):
-            with_reason(report, name, "the build step failed")
-        report.drift = drift_report(env_spec, state["lock"].document, None)
-        return report
-    environment = state["environment"]
-
-    # 3. verify ----------------------------------------------------------------------------
-    verify_step = report.step("verify")
-
-    def do_verify() -> None:
-        from envbuild.execute import environment_info
-
-        progress("verify: listing installed distributions")
-        info = environment_info(environment)
-        state["installed"] = info.get("distributions") or {}
+    def verify(self, step: Step) -> None:
+        """The installed distributions are exactly the lock's, on the model's Python X.Y."""
+        assert self.environment is not None and self.choice is not None
+        self.progress("verify: listing installed distributions")
+        info = self.environment.info(self.model)
+        self.installed = info.get("distributions") or {}
         found = verify_installed(
-            state["lock"].document, info, env_spec.python.version if env_spec.python else None
+            self.choice.lock.document, info, self.env.python.version if self.env.python else None
         )
-        verify_step.details.update(found)
+        step.details.update(found)
         problems = []
         if found["missing"]:
             problems.append(f"missing {', '.join(found['missing'][:5])}")
@@ -358,72 +359,116 @@ def reproduce(
                 "do not install into it by hand); if the lock is what changed, run `envbuild lock`",
             )
 
-    _timed(verify_step, do_verify)
+    def predict(self, step: Step) -> None:
+        """The model's input example through the runner."""
+        from envbuild.files import temporary_directory
+        from envbuild.inputs import default_input
 
-    # 4. predict ---------------------------------------------------------------------------
-    predict_step = report.step("predict")
-    expected_path = spec.path / EXPECTED_OUTPUT
+        assert self.environment is not None
+        self.progress("predict: scoring the input example")
+        with default_input(self.model) as data, temporary_directory("reproduce") as folder:
+            output = folder / "predictions.json"
+            self.environment.predict_to_file(self.model, data, output)
+            self.predictions = json.loads(output.read_text(encoding="utf-8"))
+            step.details["input"] = str(data.path)
 
-    def do_predict() -> None:
-        from envbuild.execute import default_input, predict_to_file
-
-        progress("predict: scoring the input example")
-        input_path, content_type = default_input(spec)
-        out_dir = Path(tempfile.mkdtemp(prefix="envbuild-reproduce-"))
-        output = out_dir / "predictions.json"
-        predict_to_file(environment, spec, input_path, content_type, output)
-        state["predictions"] = json.loads(output.read_text(encoding="utf-8"))
-        predict_step.details["input"] = str(input_path)
-        predict_step.details["output"] = str(output)
-
-    if spec.input_example is None or (
-        spec.input_example.path is None and spec.input_example.serving_input_path is None
-    ):
-        with_reason(report, "predict", "the model has no saved input example")
-    else:
-        _timed(predict_step, do_predict)
-        if predict_step.status == FAILED:
-            predict_step.exit_code = int(ModelRunError.exit_code)
-
-    # 5. compare ---------------------------------------------------------------------------
-    compare_step = report.step("compare")
-    if predict_step.status != PASSED:
-        with_reason(report, "compare", f"the predict step {predict_step.status}")
-    elif not expected_path.is_file():
-        with_reason(
-            report,
-            "compare",
-            f"the model has no recorded {EXPECTED_OUTPUT} (run `envbuild capture MODEL --write` "
-            "where the model was logged)",
+    def compare(self, step: Step) -> None:
+        """With ``envbuild_expected_output.json``: floats within the tolerance, the rest
+        exactly."""
+        expected_path = self.model.path / EXPECTED_OUTPUT
+        try:
+            expected = json.loads(expected_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise PredictionMismatch(f"cannot read {EXPECTED_OUTPUT}: {exc}") from None
+        actual = self.predictions
+        diffs = compare_predictions(
+            expected.get("predictions") if isinstance(expected, dict) else expected,
+            actual.get("predictions") if isinstance(actual, dict) else actual,
+            self.rtol,
         )
-    else:
-
-        def do_compare() -> None:
-            try:
-                expected = json.loads(expected_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise PredictionMismatch(f"cannot read {EXPECTED_OUTPUT}: {exc}") from None
-            diffs = compare_predictions(
-                expected.get("predictions") if isinstance(expected, dict) else expected,
-                state["predictions"].get("predictions")
-                if isinstance(state["predictions"], dict)
-                else state["predictions"],
-                rtol,
+        step.details["differences"] = diffs
+        step.details["rtol"] = self.rtol
+        if diffs:
+            raise PredictionMismatch(
+                f"predictions differ from {EXPECTED_OUTPUT}: " + "; ".join(diffs[:3]),
+                hint="see the drift report for the packages that changed; if the new "
+                "predictions are right, record them again with `envbuild capture --write`",
             )
-            compare_step.details["differences"] = diffs
-            compare_step.details["rtol"] = rtol
-            if diffs:
-                raise PredictionMismatch(
-                    f"predictions differ from {EXPECTED_OUTPUT}: " + "; ".join(diffs[:3]),
-                    hint="see the drift report for the packages that changed; if the new "
-                    "predictions are right, record them again with `envbuild capture --write`",
-                )
 
-        _timed(compare_step, do_compare)
+    # -- running them ---------------------------------------------------------------------
+    def run(self) -> Report:
+        report = self.report
+        lock_step = report.step("lock")
+        _timed(lock_step, lambda: self.lock(lock_step))
+        if lock_step.status == FAILED:
+            # the model's lock is stale or unreadable: a build from it would prove nothing
+            for name in ("build", "verify", "predict", "compare"):
+                with_reason(report, name, "the lock step failed")
+            report.drift = drift_report(self.env, _document_of(self.model), None)
+            return report
+        assert self.choice is not None
+        build_step = report.step("build")
+        _timed(build_step, lambda: self.build(build_step))
+        if build_step.status == FAILED:
+            build_step.exit_code = int(BuildError.exit_code)
+            for name in ("verify", "predict", "compare"):
+                with_reason(report, name, "the build step failed")
+            report.drift = drift_report(self.env, self.choice.lock.document, None)
+            return report
+        verify_step = report.step("verify")
+        _timed(verify_step, lambda: self.verify(verify_step))
+        predict_step = report.step("predict")
+        from envbuild.inputs import has_example
 
-    if compare_step.status == FAILED or verify_step.status == FAILED:
-        report.drift = drift_report(env_spec, state["lock"].document, state.get("installed"))
-    return report
+        if not has_example(self.model):
+            with_reason(report, "predict", "the model has no saved input example")
+            report.partial.append("the model has no input example: nothing was predicted")
+        else:
+            _timed(predict_step, lambda: self.predict(predict_step))
+            if predict_step.status == FAILED:
+                predict_step.exit_code = int(ModelRunError.exit_code)
+        compare_step = report.step("compare")
+        if predict_step.status != PASSED:
+            with_reason(report, "compare", f"the predict step {predict_step.status}")
+        elif not (self.model.path / EXPECTED_OUTPUT).is_file():
+            with_reason(
+                report,
+                "compare",
+                f"the model has no recorded {EXPECTED_OUTPUT} (run `envbuild capture MODEL "
+                "--write` where the model was logged)",
+            )
+            report.partial.append(f"the model has no {EXPECTED_OUTPUT}: nothing was compared")
+        else:
+            _timed(compare_step, lambda: self.compare(compare_step))
+        if compare_step.status == FAILED or verify_step.status == FAILED:
+            report.drift = drift_report(self.env, self.choice.lock.document, self.installed)
+        return report
+
+
+def reproduce(
+    model: ModelSpec,
+    env: EnvSpec | None = None,
+    *,
+    kind: str = "venv",
+    rtol: float = 1e-6,
+    python: str | None = None,
+    allow_partial: bool = False,
+    on_progress: Callable[[str], None] | None = None,
+) -> Report:
+    """Run the five steps on ``model``; never raises for the model's own problems (see Report)."""
+    if env is None:
+        from envbuild.envspec import read_env
+
+        env = read_env(model)
+    return Reproduction(
+        model,
+        env,
+        kind=kind,
+        rtol=rtol,
+        python=python,
+        allow_partial=allow_partial,
+        on_progress=on_progress,
+    ).run()
 
 
 def with_reason(report: Report, name: str, reason: str) -> None:
@@ -432,7 +477,7 @@ def with_reason(report: Report, name: str, reason: str) -> None:
     step.message = reason
 
 
-def _document_of(spec: Any) -> dict[str, Any] | None:
+def _document_of(spec: ModelSpec) -> dict[str, Any] | None:
     """The model's own lock as TOML data, when it can be read at all (for the drift report)."""
     from envbuild.lock import PYLOCK_NAME, read_lock
 

@@ -49,8 +49,8 @@ from typing import TYPE_CHECKING, Any
 from envbuild.errors import UsageError
 
 if TYPE_CHECKING:
-    from envbuild.capture.engine import Capture
-    from envbuild.capture.writer import Written
+    from envbuild.capturing.engine import Capture
+    from envbuild.capturing.writer import Written
 
 _ORIGINAL = "__envbuild_original__"
 
@@ -81,13 +81,15 @@ class CaptureSession:
 
     def after_save(self, path: Path) -> None:
         """Capture the folder MLflow just saved and write envbuild's files into it."""
-        from envbuild.capture.engine import capture_model
-        from envbuild.capture.writer import write_capture
+        from envbuild.capturing.engine import capture_model
+        from envbuild.capturing.writer import write_capture
+        from envbuild.model import load_model
 
         try:
-            result = capture_model(path)
+            spec = load_model(path)
+            result = capture_model(spec)
             written = write_capture(
-                path,
+                spec,
                 result,
                 platforms=self.platforms,
                 extra_index_urls=self.extra_index_urls,

@@ -23,9 +23,8 @@ else MLflow's default names.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,11 +34,12 @@ import yaml
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from envbuild.cache import atomic_write
-from envbuild.capture.engine import Capture
+from envbuild.capturing.engine import Capture
 from envbuild.envspec import CONDA_TOOLING, EnvSpec, read_env
 from envbuild.errors import EnvbuildError, ModelError, ResolutionError
-from envbuild.lock import PYLOCK_NAME, Lock, lock_from_text, render
+from envbuild.files import atomic_write, temporary_directory
+from envbuild.lock.pylock import PYLOCK_NAME, Lock, lock_from_text
+from envbuild.lock.toml import render
 from envbuild.model import (
     DEFAULT_CONDA,
     DEFAULT_PYTHON_ENV,
@@ -49,13 +49,13 @@ from envbuild.model import (
     load_model,
 )
 from envbuild.requirements import Origin, make_requirement
-from envbuild.targets import host_platform
+from envbuild.target import host_platform
 from envbuild.yamlio import load_yaml, scalar_text
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
 
 EXPECTED_OUTPUT = "envbuild_expected_output.json"
 DEFAULT_CHANNELS = ("conda-forge",)
@@ -221,7 +221,9 @@ def lock_installed(
     on_progress: Callable[[str], None] | None = None,
 ) -> Lock:
     """A pylock.toml of the closure at its installed versions, recorded as made from ``env``."""
-    from envbuild.lock import lock as resolve
+    from envbuild.indexes import configure
+    from envbuild.lock.uv import resolve
+    from envbuild.target import Target
 
     local = capture.local_builds
     if local:
@@ -241,13 +243,12 @@ def lock_installed(
     indexes = list(dict.fromkeys([*capture.extra_index_urls, *extra_index_urls]))
     try:
         lk = resolve(
-            staged,
-            env=resolution,
-            python=capture.python_version,
-            platforms=lock_platforms(platforms),
-            extra_index_urls=indexes,
+            resolution,
+            Target.for_model(
+                resolution, python=capture.python_version, platforms=lock_platforms(platforms)
+            ),
             offline=offline,
-            write=False,
+            indexes=configure(extra_index_urls=indexes),
             on_progress=on_progress,
         )
     except ResolutionError as exc:
@@ -314,7 +315,7 @@ def _same_version(a: str, b: str) -> bool:
 
 
 def write_capture(
-    model: ModelSpec | str | os.PathLike[str],
+    spec: ModelSpec,
     capture: Capture,
     *,
     platforms: Iterable[str] | None = None,
@@ -324,10 +325,9 @@ def write_capture(
 ) -> Written:
     """Render the env files, the lock and the expected output, then write them all (atomically
     each); nothing is written when any of them fails."""
-    spec = model if isinstance(model, ModelSpec) else load_model(model)
     files = render_env_files(spec, capture)
-    with tempfile.TemporaryDirectory(prefix="envbuild-capture-") as tmp:
-        staged, env = _stage(spec, files, Path(tmp))
+    with temporary_directory("capture") as tmp:
+        staged, env = _stage(spec, files, tmp)
         _check_round_trip(env, capture)
         lk = lock_installed(
             staged,

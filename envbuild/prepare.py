@@ -1,0 +1,74 @@
+"""Composing the stages for the commands that need a ready environment (env, predict, serve, run).
+
+ModelSpec + EnvSpec -> backend plan (target, interpreter) -> lock choice -> Environment. This
+module only chooses and calls the stages: the backend comes from the registry (``--kind``), the
+lock from the one lock policy (``lock.select``), and nothing here knows which kind it builds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from envbuild.envs import BuildOptions, Environment, get_backend
+from envbuild.envspec import EnvSpec
+from envbuild.lock.select import LockChoice, select_lock
+from envbuild.model import ModelSpec
+from envbuild.python import Interpreter
+
+__all__ = ["BuildOptions", "Prepared", "prepare"]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a command needs to run the model: the specs, the lock and the environment."""
+
+    model: ModelSpec
+    env: EnvSpec
+    interpreter: Interpreter
+    environment: Environment
+    lock: LockChoice | None
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def lock_path(self) -> Path | None:
+        return self.lock.lock.path if self.lock else None
+
+    @property
+    def lock_source(self) -> str:
+        return self.lock.source if self.lock else "none"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "model": str(self.model.path),
+            "environment": self.environment.to_dict(),
+            "interpreter": self.interpreter.to_dict(),
+            "lock": str(self.lock_path) if self.lock_path else None,
+            "lock_source": self.lock_source,
+            "warnings": list(self.warnings),
+        }
+
+
+def prepare(
+    model: ModelSpec,
+    env: EnvSpec,
+    options: BuildOptions | None = None,
+    *,
+    on_progress: Callable[[str], None] | None = None,
+) -> Prepared:
+    """Choose the lock for the backend's target and build (or reuse) the environment."""
+    options = options or BuildOptions()
+    backend = get_backend(options.kind)
+    plan = backend.plan(env, options)
+    warnings: list[str] = [*model.warnings, *env.warnings, *plan.warnings]
+    choice = None
+    if plan.target is not None:
+        choice = select_lock(
+            model, env, plan.target, offline=options.offline, on_progress=on_progress
+        )
+        warnings.extend(choice.warnings)
+    environment = backend.build(plan, model, env, choice, options, on_progress=on_progress)
+    return Prepared(
+        model, env, plan.interpreter, environment, choice, tuple(dict.fromkeys(warnings))
+    )

@@ -1,0 +1,23 @@
+"""Where envbuild's runtime (the standard-library code that runs inside a model's environment)
+lives on the host, and the runner's exit codes as the host reads them (``runtime/runner.py``
+defines the same numbers; the runtime never imports envbuild)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
+RUNNER = RUNTIME_DIR / "runner.py"
+PROBE = RUNTIME_DIR / "capture_probe.py"
+
+RUNNER_BAD_INPUT = 2
+RUNNER_MODEL_FAILED = 5
+
+
+def runtime_files() -> Iterator[tuple[str, Path]]:
+    """``(relative name, file)`` for every file an image needs to run the runtime: its Python
+    modules (no caches, no tool configuration)."""
+    for path in sorted(RUNTIME_DIR.rglob("*.py")):
+        if "__pycache__" not in path.parts:
+            yield path.relative_to(RUNTIME_DIR).as_posix(), path
