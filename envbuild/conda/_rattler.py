@@ -1,0 +1,51 @@
+"""The few glue pieces between envbuild's values and py-rattler's objects (imported lazily).
+
+py-rattler's solve, install and index are coroutines; envbuild's stages are plain functions, so
+:func:`run` drives one to completion (in a worker thread when the caller already runs an event
+loop, which ``asyncio.run`` refuses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from rattler import GenericVirtualPackage
+
+    from envbuild.conda.platforms import VirtualPackage
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion and return its result (exceptions propagate)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def virtual_packages(packages: Sequence[VirtualPackage]) -> list[GenericVirtualPackage]:
+    from rattler import BuildString, GenericVirtualPackage, PackageName, Version
+
+    return [
+        GenericVirtualPackage(PackageName(p.name), Version(p.version), BuildString(p.build))
+        for p in packages
+    ]
+
+
+def first_line(exc: BaseException) -> str:
+    """rattler's messages are a chain of ``Caused by:`` lines: the first and the last say it."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    causes = [line.removeprefix("Caused by:").strip() for line in lines if "Caused by:" in line]
+    head = lines[0]
+    if causes and causes[-1] not in head:
+        return f"{head} ({causes[-1]})"
+    return head
