@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -169,7 +170,7 @@ def install(
             hint="build it on (or in an image for) that platform",
         )
     cache = package_cache or package_cache_dir()
-    records = repodata_records(lock)
+    records = sorted(repodata_records(lock), key=lambda r: r.name.normalized)
     recorded = {r.url: r.url for r in records}
     for record in records:
         fetch = to_fetch(record.url, channels)
@@ -311,19 +312,27 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+_MISMATCH = re.compile(
+    r"when extracting (?P<url>\S+) to .*?expected (?P<expected>[0-9a-f]+), got (?P<actual>[0-9a-f]+)",
+    re.S,
+)
+
+
 def _install_error(exc: Exception, lock: CondaLock) -> BuildError:
     text = redact_url(str(exc))
-    if "hash mismatch" in text:
-        head = redact_url(_rattler.first_line(exc)).split(" (", 1)[0]
-        detail = text.rsplit("hash mismatch", 1)[-1].strip(" :")
+    found = _MISMATCH.search(text)
+    if found:
+        url = found["url"]
         return BuildError(
-            f"{head}: sha256 mismatch {detail}",
+            f"{url.rsplit('/', 1)[-1]}: sha256 mismatch: the lock says {found['expected']}, the "
+            f"file {url} has {found['actual']}",
             path=lock.path,
             hint="the channel's file changed since the lock was made; lock again if that is "
             "expected",
         )
     return BuildError(
-        f"installing the conda packages failed: {redact_url(_rattler.first_line(exc))}"
+        f"installing the conda packages failed: {redact_url(_rattler.first_line(exc))}",
+        path=lock.path,
     )
 
 

@@ -29,6 +29,7 @@ from envbuild.conda.channels import (
     redact_url,
     resolve_channels,
     select_channels,
+    strip_credentials,
     to_canonical,
 )
 from envbuild.conda.lockfile import CondaLock, lock_from_records
@@ -202,7 +203,11 @@ def _channel_error(
 ) -> ResolutionError:
     text = str(exc)
     channel = next(
-        (c for c, base in zip(channels, fetch_bases, strict=True) if base in text or c.url in text),
+        (
+            c
+            for c, base in zip(channels, fetch_bases, strict=True)
+            if base in text or strip_credentials(base) in text or c.url in text
+        ),
         None,
     )
     detail = redact_url(_rattler.first_line(exc))
@@ -217,7 +222,7 @@ def _channel_error(
         hint = "check the network, or set ENVBUILD_CONDA_CHANNEL_ALIAS to a reachable mirror"
     if channel is None:
         names = ", ".join(c.name for c in channels)
-        return ResolutionError(f"channels {names}: {what}: {detail}", field="channels", hint=hint)
+        return ResolutionError(f"{names}: {what}: {detail}", field="channels", hint=hint)
     from_model = channel.name in spec.channels or (
         channel.name == "defaults" and "defaults" in spec.channels
     )
