@@ -507,21 +507,13 @@ def _key(exe: Path) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def local_channel(tmp_path_factory: pytest.TempPathFactory) -> LocalChannel:
-    """The channel for this session's inputs, built if no finished one is cached."""
+def ensure_channel(base: Path, exe: Path) -> LocalChannel:
+    """The channel made from ``exe`` under ``base``, built unless a finished one is there."""
     from filelock import FileLock
 
-    exe = python(PYTHON_MINOR)
-    missing = [tool for tool in ("patchelf", "cc") if shutil.which(tool) is None]
-    if missing:
-        message = f"building the local conda channel needs {', '.join(missing)}"
-        if on_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    base = _cache_base(tmp_path_factory)
+    base.mkdir(parents=True, exist_ok=True)
     entry = base / f"conda-channel-{_key(exe)}"
     done = entry / "DONE"
-    channel = entry / CHANNEL_NAME
     with FileLock(str(entry) + ".lock"):
         if not done.exists():
             shutil.rmtree(entry, ignore_errors=True)
@@ -533,7 +525,19 @@ def local_channel(tmp_path_factory: pytest.TempPathFactory) -> LocalChannel:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-    return LocalChannel(channel, done.read_text().strip(), exe)
+    return LocalChannel(entry / CHANNEL_NAME, done.read_text().strip(), exe)
+
+
+def local_channel(tmp_path_factory: pytest.TempPathFactory) -> LocalChannel:
+    """The channel for this session's inputs (skipped, or failed on CI, without the tools)."""
+    exe = python(PYTHON_MINOR)
+    missing = [tool for tool in ("patchelf", "cc") if shutil.which(tool) is None]
+    if missing:
+        message = f"building the local conda channel needs {', '.join(missing)}"
+        if on_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    return ensure_channel(_cache_base(tmp_path_factory), exe)
 
 
 @pytest.fixture(scope="session")
