@@ -20,7 +20,10 @@ package's files plus ``info/index.json`` and ``info/paths.json``), indexed with
   ``conda.yaml`` files list ``pip``;
 * ``envbuild-greet 1.0`` (noarch: python, with an entry point) depending on ``envbuild-util``;
 * ``envbuild-util 0.1`` (built 2023-01-01) and ``0.2`` (built 2024-06-01), noarch: python, so a
-  solve picks the newest unless ``exclude_newer`` says otherwise.
+  solve picks the newest unless ``exclude_newer`` says otherwise;
+* ``envbuild-scripts 1.0`` (noarch: generic): a ``post-link`` script that leaves
+  ``share/envbuild-scripts/post-link-ran`` and an ``etc/conda/activate.d`` script that exports
+  ``ENVBUILD_ACTIVATED=1``, to show that package scripts run only when asked.
 
 The channel directory is named ``envbuild-test`` inside ``LocalChannel.alias_root``, so it can be
 reached as a *named* channel through a channel alias (``file://ALIAS_ROOT/`` + ``envbuild-test``)
@@ -434,6 +437,22 @@ def _drop_index_times(repodata: Path) -> None:
     repodata.write_text(json.dumps(doc, indent=1, sort_keys=True))
 
 
+def _scripts_package(work: Path, channel: Path) -> None:
+    root = work / "envbuild-scripts"
+    (root / "bin").mkdir(parents=True)
+    post_link = root / "bin" / ".envbuild-scripts-post-link.sh"
+    post_link.write_text(
+        '#!/bin/sh\nmkdir -p "$PREFIX/share/envbuild-scripts"\n'
+        'echo "$PKG_NAME" > "$PREFIX/share/envbuild-scripts/post-link-ran"\n'
+    )
+    post_link.chmod(0o755)
+    activate = root / "etc" / "conda" / "activate.d" / "envbuild-scripts.sh"
+    activate.parent.mkdir(parents=True)
+    activate.write_text("export ENVBUILD_ACTIVATED=1\n")
+    index = _index("envbuild-scripts", "1.0", "0", "noarch", [], noarch="generic")
+    write_package(channel / "noarch", root, index)
+
+
 def build_channel(dest: Path, exe: Path) -> str:
     """Build the channel into ``dest`` (a new folder); return its python package's version."""
     import rattler
@@ -445,6 +464,7 @@ def build_channel(dest: Path, exe: Path) -> str:
         version = _python_package(work, dest, exe)
         _probe_package(work, dest, exe, version)
         _pip_package(work, dest, exe)
+        _scripts_package(work, dest)
         for util_version, stamp in UTIL_VERSIONS:
             _noarch_python(
                 work,

@@ -397,6 +397,42 @@ def test_credentials_of_a_mirror_stay_out_of_lock_prefix_and_messages(
         assert "***" in info.value.format()
 
 
+def test_package_scripts_run_only_when_asked(conda_channel: LocalChannel, tmp_path: Path) -> None:
+    yaml = CONDA_YAML.replace("- pip\n", "- pip\n- envbuild-scripts\n")
+    lock = solve(spec_for(model(tmp_path, conda_channel.url, yaml)))
+    marker = Path("share", "envbuild-scripts", "post-link-ran")
+    quiet, loud = tmp_path / "quiet", tmp_path / "loud"
+    install(lock, quiet, package_cache=tmp_path / "pkgs")
+    assert not (quiet / marker).exists()  # post-link scripts are package code: off by default
+    assert "ENVBUILD_ACTIVATED" not in activation_env(quiet, {"PATH": "/usr/bin:/bin"})
+    install(lock, loud, package_cache=tmp_path / "pkgs", link_scripts=True)
+    assert (loud / marker).read_text() == "envbuild-scripts\n"
+    activated = activation_env(loud, {"PATH": "/usr/bin:/bin"}, run_scripts=True)
+    assert activated["ENVBUILD_ACTIVATED"] == "1"
+    assert activated["CONDA_PREFIX"] == str(loud)
+    assert activated["PATH"].split(os.pathsep)[0] == str(loud / "bin")
+
+
+def test_offline_solve_uses_cached_repodata_only(
+    conda_channel: LocalChannel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    folder = model(tmp_path, conda_channel.name)
+    with served(conda_channel.alias_root) as port:
+        monkeypatch.setenv(ALIAS_ENV, f"http://127.0.0.1:{port}/")
+        online = solve(spec_for(folder), repodata_cache=tmp_path / "repodata")
+    # the server is gone: only the cache can answer
+    offline = solve(spec_for(folder), repodata_cache=tmp_path / "repodata", offline=True)
+    assert offline.text == online.text
+    with pytest.raises(ResolutionError) as info:
+        solve(spec_for(folder), repodata_cache=tmp_path / "empty", offline=True)
+    assert info.value.exit_code == 3 and info.value.field == "channels"
+    assert info.value.message.startswith(
+        f"channel {conda_channel.name} (https://conda.anaconda.org/{conda_channel.name}/): "
+        "no cached repodata (--offline)"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # the pip half
 

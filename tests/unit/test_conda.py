@@ -272,3 +272,17 @@ def test_activation_env_puts_the_prefix_first_and_drops_python_leaks(tmp_path: P
     assert env["PYTHONNOUSERSITE"] == "1"
     assert prefix_python(prefix, windows=False) == prefix / "bin" / "python"
     assert prefix_python(prefix, windows=True) == prefix / "python.exe"
+
+
+def test_importing_the_conda_modules_does_not_import_rattler() -> None:
+    """py-rattler costs ~0.1 s to import: the CLI's start-up must not pay it."""
+    import subprocess
+    import sys
+
+    modules = ", ".join(
+        f"envbuild.conda.{m}"
+        for m in ("spec", "platforms", "channels", "lockfile", "solve", "install", "activate")
+    )
+    code = f"import sys, {modules}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'rattler'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
