@@ -10,7 +10,9 @@ nothing could run in it during the build (uv, bytecode compilation, link scripts
 (``cache.publish(..., in_place=True)``): the entry counts as finished only once its marker is
 written, atomically and last; a build killed at any point leaves an entry without a marker, which
 is never used and is removed by the next build of that key; concurrent builds of one key wait for
-the lock and then find the finished entry, so the work is done once.
+the lock and then find the finished entry, so the work is done once. (``install(...,
+target_prefix=P)`` is the other way, for a prefix that nothing runs in before it is moved to
+``P``: an image's ``/opt/env`` assembled on the host and copied in.)
 
 **Integrity.** Every package file must have the sha256 the lock records: rattler checks what it
 downloads, and envbuild checks local (``file://``) packages itself, which rattler does not. A
@@ -156,13 +158,21 @@ def install(
     link_scripts: bool = False,
     channels: Sequence[CondaChannel] = (),
     progress: Callable[[Progress], None] | None = None,
+    target_prefix: Path | None = None,
 ) -> InstallStats:
     """Link the lock's packages into ``prefix`` (created if missing). Not crash-safe by itself:
-    :func:`build_env` makes it so; an image build gets it from its layer."""
+    :func:`build_env` makes it so; an image build gets it from its layer.
+
+    ``target_prefix``: write that path, not ``prefix``, over the packages' placeholders, for a
+    prefix that will be moved there before anything runs in it (an image's ``/opt/env`` built on
+    the host and copied in). Link scripts cannot run then (they would run in the wrong place).
+    """
     import rattler
     from rattler.exceptions import InstallerError, LinkError, TransactionError
 
     started = time.monotonic()
+    if target_prefix is not None and link_scripts:
+        raise BuildError("link scripts cannot run in a prefix built for another path")
     if lock.platform != "noarch" and lock.platform != host_subdir():
         raise BuildError(
             f"the conda lock is for {lock.platform}; this machine is {host_subdir()}",
@@ -200,6 +210,7 @@ def install(
                 execute_link_scripts=link_scripts,
                 show_progress=False,
                 reporter=reporter,
+                alternative_target_prefix=target_prefix,
             )
         )
     except (InstallerError, LinkError, TransactionError) as exc:

@@ -261,6 +261,24 @@ def test_prefix_runs_the_channels_own_python_with_prefixes_replaced(
     assert not again.built and again.path == env.path
 
 
+def test_prefix_built_for_another_path_works_once_moved_there(
+    locked: CondaLock, tmp_path: Path
+) -> None:
+    """How an image gets /opt/env: built on the host for the final path, then moved (copied)."""
+    build, final = tmp_path / "build", tmp_path / "final"
+    install(locked, build, package_cache=tmp_path / "pkgs", target_prefix=final)
+    assert not final.exists()
+    build.rename(final)
+    done = run_in(final, "python", "-c", PROBE)
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(done.stdout)
+    assert facts["prefix"] == str(final)
+    assert facts["probe"]["binary"]["content"] == facts["probe"]["text"]["content"] == DATA_TEXT
+    assert run_in(final, "envbuild-greet").returncode == 0
+    with pytest.raises(BuildError, match="link scripts cannot run"):
+        install(locked, tmp_path / "b2", target_prefix=final, link_scripts=True)
+
+
 def test_killed_build_never_looks_finished(locked: CondaLock, tmp_path: Path) -> None:
     lock_file = write_lock(locked, tmp_path / "pixi.lock").path
     root, pkgs = tmp_path / "cache", tmp_path / "pkgs"
