@@ -109,6 +109,7 @@ def main() -> int:
     os.environ["UV_PYTHON_DOWNLOADS"] = "never"
     work = Path(tempfile.mkdtemp(prefix="bench-conda-"))
     os.environ["ENVBUILD_CACHE_DIR"] = str(work / "envbuild-cache")
+    os.environ["RATTLER_CACHE_DIR"] = str(work / "rattler-cache")
     try:
         interpreter = find_interpreter("3.10")
         base = Path(os.environ.get("ENVBUILD_TEST_CACHE") or "/var/cache/envbuild-test")

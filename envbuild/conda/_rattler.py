@@ -7,7 +7,9 @@ loop, which ``asyncio.run`` refuses).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -16,6 +18,30 @@ if TYPE_CHECKING:
     from envbuild.conda.platforms import VirtualPackage
 
 T = TypeVar("T")
+CACHE_ENV = "RATTLER_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """rattler's (and pixi's) cache folder: ``$RATTLER_CACHE_DIR``, else ``~/.cache/rattler/cache``.
+
+    Passed to py-rattler explicitly (its repodata gateway does not read the variable itself), so
+    both the package and the repodata caches follow it.
+    """
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("rattler", appauthor=False)) / "cache"
+
+
+def package_cache_dir() -> Path:
+    """Where extracted packages are kept (shared by every prefix: they are hard-linked)."""
+    return cache_dir() / "pkgs"
+
+
+def repodata_cache_dir() -> Path:
+    return cache_dir() / "repodata"
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

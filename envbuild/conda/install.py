@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -48,6 +47,7 @@ from urllib.parse import unquote, urlsplit
 from envbuild import proc
 from envbuild.cache import publish, read_marker
 from envbuild.conda import _rattler
+from envbuild.conda._rattler import package_cache_dir
 from envbuild.conda.activate import activation_env, prefix_python
 from envbuild.conda.channels import CondaChannel, redact_url, to_fetch
 from envbuild.conda.lockfile import CondaLock, repodata_records
@@ -61,7 +61,6 @@ if TYPE_CHECKING:
 LAYOUT = "conda-1"  # bump when the way conda environments are built changes
 KIND = "conda"
 PIP_LOCK_NAME = "pylock.envbuild.toml"
-CACHE_ENV = "RATTLER_CACHE_DIR"
 
 
 @dataclass(frozen=True)
@@ -121,16 +120,6 @@ class CondaEnv:
             "seconds": round(self.seconds, 3),
             **self.details,
         }
-
-
-def package_cache_dir() -> Path:
-    """rattler's package cache (shared with pixi): ``$RATTLER_CACHE_DIR/pkgs`` or the default."""
-    configured = os.environ.get(CACHE_ENV)
-    if configured:
-        return Path(configured).expanduser() / "pkgs"
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("rattler", appauthor=False)) / "cache" / "pkgs"
 
 
 def host_subdir() -> str:

@@ -61,7 +61,7 @@ def solve(
 
     ``channels`` default to the model's (:func:`select_channels` + :func:`resolve_channels`);
     ``virtual_packages`` replace the platform's defaults, ``cuda`` adds ``__cuda``;
-    ``offline`` uses cached repodata only; ``repodata_cache`` defaults to rattler's own.
+    ``offline`` uses cached repodata only; ``repodata_cache`` defaults to rattler's (``$RATTLER_CACHE_DIR/repodata``).
     """
     import rattler
     from rattler.exceptions import GatewayError, SolverError
@@ -80,7 +80,7 @@ def solve(
     sources = [rattler.Channel(c.fetch_url) for c in chosen]
     fetch_bases = [s.base_url for s in sources]
     gateway = rattler.Gateway(
-        cache_dir=repodata_cache,
+        cache_dir=repodata_cache or _rattler.repodata_cache_dir(),
         default_config=rattler.SourceConfig(
             cache_action="force-cache-only" if offline else "cache-or-fetch"
         ),

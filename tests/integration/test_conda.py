@@ -45,6 +45,21 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 conda_channel = channel_fixture.conda_channel
 
+
+@pytest.fixture(scope="module", autouse=True)
+def isolated_rattler_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """rattler's own caches (repodata, and packages when no cache is given) stay out of the
+    user's ~/.cache/rattler."""
+    path = tmp_path_factory.mktemp("rattler-cache")
+    saved = os.environ.get("RATTLER_CACHE_DIR")
+    os.environ["RATTLER_CACHE_DIR"] = str(path)
+    yield path
+    if saved is None:
+        os.environ.pop("RATTLER_CACHE_DIR", None)
+    else:
+        os.environ["RATTLER_CACHE_DIR"] = saved
+
+
 MLMODEL = """
 flavors:
   python_function:
