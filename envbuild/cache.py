@@ -9,6 +9,12 @@ Invariants (what makes it crash- and concurrency-safe):
   waited for the lock finds the finished entry and does no work;
 * a build killed midway leaves only ``ROOT/KIND/.tmp-KEY-*``; the next build of that key removes
   such leftovers under the lock, and an entry without a valid marker is removed and rebuilt.
+
+``in_place=True`` is for content that hard-codes its own path (a conda prefix: the installer
+writes the prefix into scripts and binaries, and post-link steps run there), so it cannot be built
+elsewhere and renamed. The build then fills ``ROOT/KIND/KEY`` itself, under the same lock, and the
+same invariant holds: until the marker is written (atomically, last) the entry is unfinished, so
+a killed build is never used and the next builder removes it and starts again.
 """
 
 from __future__ import annotations
@@ -63,11 +69,13 @@ def publish(
     *,
     root: Path | None = None,
     on_wait: Callable[[], None] | None = None,
+    in_place: bool = False,
 ) -> tuple[Path, bool]:
     """Return ``(entry path, built_now)`` for ``KIND/KEY``, building it with ``build`` if needed.
 
     ``build(tmp)`` fills the temporary folder and may return extra marker data. It runs under the
-    lock; if it raises, the temporary folder is removed and nothing is published.
+    lock; if it raises, the temporary folder is removed and nothing is published. With
+    ``in_place`` it is given the entry's own (empty) folder instead (see the module docstring).
     """
     from filelock import FileLock, Timeout
 
@@ -89,6 +97,9 @@ def publish(
         for leftover in base.glob(f".tmp-{key}-*"):
             _remove(leftover)
         _remove(entry)
+        if in_place:
+            _build_in_place(entry, key, build)
+            return entry, True
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=base))
         try:
             extra = build(tmp) or {}
@@ -104,6 +115,18 @@ def publish(
         return entry, True
     finally:
         lock.release()
+
+
+def _build_in_place(entry: Path, key: str, build: Callable[[Path], dict[str, Any] | None]) -> None:
+    entry.mkdir()
+    try:
+        extra = build(entry) or {}
+        marker = {"key": key, "created": time.time(), **extra}
+        atomic_write(entry / MARKER, json.dumps(marker, indent=2, sort_keys=True))
+        _fsync_dir(entry)
+    except BaseException:
+        _remove(entry)
+        raise
 
 
 def _fsync_dir(path: Path) -> None:
