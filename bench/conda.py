@@ -99,7 +99,7 @@ def main() -> int:
     from envbuild.conda.solve import solve
     from envbuild.conda.spec import conda_spec
     from envbuild.envspec import read_env
-    from envbuild.lock import lock as pip_lock
+    from envbuild.lock import lock_model as pip_lock
     from envbuild.model import load_model
     from envbuild.python import find_interpreter
     from tests.integration.conda_channel import ensure_channel

@@ -122,6 +122,8 @@ def _build_in_place(entry: Path, key: str, build: Callable[[Path], dict[str, Any
     try:
         extra = build(entry) or {}
         marker = {"key": key, "created": time.time(), **extra}
+        from envbuild.files import atomic_write
+
         atomic_write(entry / MARKER, json.dumps(marker, indent=2, sort_keys=True))
         _fsync_dir(entry)
     except BaseException:

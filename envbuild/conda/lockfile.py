@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from envbuild.cache import atomic_write
 from envbuild.errors import LockMismatchError
+from envbuild.files import atomic_write
 
 if TYPE_CHECKING:
     from rattler import LockFile, RepoDataRecord

@@ -474,7 +474,7 @@ def test_offline_solve_uses_cached_repodata_only(
 def test_pip_half_goes_into_the_prefixs_python(
     locked: CondaLock, conda_channel: LocalChannel, tmp_path: Path
 ) -> None:
-    from envbuild.lock import lock as pip_lock
+    from envbuild.lock import lock_model as pip_lock
 
     folder = model(tmp_path, conda_channel.url)
     pylock = pip_lock(folder, python="3.10.13", write=False)  # the conda.yaml pip: block
