@@ -19,7 +19,7 @@ from typing import Any
 
 from envbuild.errors import ModelError, UsageError
 from envbuild.paths import inside
-from envbuild.yamlio import YamlMap, kind_of, line_of, load_yaml, scalar_text
+from envbuild.yamlio import kind_of, line_of, load_yaml, scalar_text
 
 MLMODEL = "MLmodel"
 PYFUNC = "python_function"
@@ -138,7 +138,7 @@ class ModelSpec:
         return self.path / relative
 
 
-def _text_field(doc: YamlMap, key: str, mlmodel: Path, prefix: str = "") -> str | None:
+def _text_field(doc: Mapping[Any, Any], key: str, mlmodel: Path, prefix: str = "") -> str | None:
     value = doc.get(key)
     if value is None:
         return None

@@ -8,6 +8,7 @@ and whose floats keep their source text.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ class YamlFloat(float):
 class _Loader(yaml.SafeLoader):
     """SafeLoader keeping source positions; never constructs arbitrary Python objects."""
 
-    def construct_yaml_map(self, node: yaml.MappingNode):  # type: ignore[override]
+    def construct_yaml_map(self, node: yaml.MappingNode) -> Generator[dict[Any, Any], None, None]:
         data = YamlMap()
         data.lines = {}
         data.line = node.start_mark.line + 1
@@ -54,14 +55,14 @@ class _Loader(yaml.SafeLoader):
             data[key] = self.construct_object(value_node, deep=True)
             data.lines[key] = key_node.start_mark.line + 1
 
-    def construct_yaml_seq(self, node: yaml.SequenceNode):  # type: ignore[override]
+    def construct_yaml_seq(self, node: yaml.SequenceNode) -> Generator[list[Any], None, None]:
         data = YamlList()
         data.line = node.start_mark.line + 1
         data.lines = [child.start_mark.line + 1 for child in node.value]
         yield data
         data.extend(self.construct_object(child, deep=True) for child in node.value)
 
-    def construct_yaml_float(self, node: yaml.ScalarNode) -> YamlFloat:  # type: ignore[override]
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> YamlFloat:
         value = YamlFloat(super().construct_yaml_float(node))
         value.text = str(node.value)
         return value

@@ -111,4 +111,5 @@ def run(args: argparse.Namespace, out: Output) -> int:
     )
     if out.json_mode:
         out.result(data)
-    return int(data["exit_code"])
+    code = data["exit_code"]
+    return code if isinstance(code, int) else 1

@@ -205,7 +205,7 @@ def merge(
     for platform, doc in results:
         for package in doc.get("packages", []):
             key = (
-                canonicalize_name(str(package["name"])),
+                str(canonicalize_name(str(package["name"]))),
                 str(package.get("version", "")),
                 str(package.get("marker", "")),
             )
@@ -341,6 +341,7 @@ def resolve(
                 f"resolving {len(env.requirements)} requirement(s) for {target.describe()}"
                 + (f" as of {as_of}" if as_of else "")
             )
+        results: list[tuple[Platform, Mapping[str, Any]]]
         if not env.requirements:
             results = [(platform, {"packages": []}) for platform in target.platforms]
         elif len(target.platforms) == 1:
