@@ -387,13 +387,13 @@ class Session:
     def _no_mlmodel(self, resolved: Resolved, entries: list[Any]) -> ModelSourceError:
         hint = None
         run_id = resolved.reference.get("run_id")
-        if run_id and resolved.identity.get("kind") == "run":
+        if entries:
+            names = sorted(p.path.rstrip("/").rsplit("/", 1)[-1] for p in entries)
+            hint = f"it holds: {', '.join(names[:_LISTED])}"
+        elif run_id and resolved.identity.get("kind") == "run":
             there = self._run_contents(run_id, resolved.reference.get("experiment_id"))
             if there:
                 hint = f"the run has: {', '.join(there)}"
-        elif entries:
-            names = sorted(p.path.rstrip("/").rsplit("/", 1)[-1] for p in entries)
-            hint = f"it holds: {', '.join(names[:_LISTED])}"
         where = "there is nothing at this path" if not entries else "no MLmodel file at this path"
         return ModelSourceError(f"{self.subject}: {where}", hint=hint)
 
