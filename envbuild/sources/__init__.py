@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from envbuild.sources.refs import (
     ArtifactRef,
@@ -37,6 +38,9 @@ from envbuild.sources.refs import (
     store_id,
 )
 from envbuild.sources.source import Provenance, Source
+
+if TYPE_CHECKING:
+    from envbuild.sources.model_cache import Entry
 
 __all__ = ["Provenance", "Source", "is_uri", "open_model", "parse"]
 
@@ -132,7 +136,7 @@ def _resolve_and_download(
         return _source(ref, entry, downloaded=False)
     session.check_mlmodel(resolved)  # before taking a lock or a temporary folder
 
-    def fill(tmp: Any) -> Any:
+    def fill(tmp: Path) -> Path:
         if on_progress is not None:
             on_progress(f"downloading {resolved.reference.get('resolved_uri') or subject}")
         return session.download(resolved, tmp)
@@ -145,7 +149,7 @@ def _resolve_and_download(
     return _source(ref, entry, downloaded=built)
 
 
-def _source(ref: ModelRef, entry: Any, *, downloaded: bool) -> Source:
+def _source(ref: ModelRef, entry: Entry, *, downloaded: bool) -> Source:
     reference: Mapping[str, Any] = entry.reference
     alias = ref.alias if isinstance(ref, RegistryRef) else None
     stage = ref.stage if isinstance(ref, RegistryRef) else None

@@ -101,6 +101,7 @@ class Resolved:
     download_uri: str
     reference: Mapping[str, str | None]
     check_listing: bool = True  # list the path for an MLmodel before downloading it
+    needs_server: bool = True  # False: an artifact store of its own (s3://bucket/...)
 
 
 class Session:
@@ -167,10 +168,20 @@ class Session:
             tracking_uri=self.tracking_uri, registry_uri=self.registry_uri
         )
 
+    def _uris(self, server: bool) -> tuple[str | None, str | None]:
+        """The URIs a call runs with; without ``server`` (an ``s3://`` download) none need be
+        configured."""
+        if server:
+            return self.tracking_uri, self.registry_uri
+        try:
+            return self.tracking_uri, self.registry_uri
+        except ModelSourceError:
+            return None, None
+
     @contextmanager
-    def calls(self, store: str | None = None) -> Iterator[None]:
+    def calls(self, store: str | None = None, *, server: bool = True) -> Iterator[None]:
         """MLflow calls with envbuild's settings; their failures become envbuild errors."""
-        tracking, registry = self.tracking_uri, self.registry_uri
+        tracking, registry = self._uris(server)
         try:
             with _quiet(), _env(tracking, registry), _process_uris(tracking, registry):
                 yield
@@ -194,8 +205,8 @@ class Session:
         raise TypeError(f"not an MLflow reference: {ref!r}")
 
     def _resolve_run(self, ref: RunRef) -> Resolved:
-        client = self.client()
         with self.calls():
+            client = self.client()
             try:
                 run = client.get_run(ref.run_id)
             except Exception as exc:
@@ -219,9 +230,9 @@ class Session:
         )
 
     def _resolve_version(self, ref: RegistryRef) -> Resolved:
-        client = self.client()
         store = self.registry_store
         with self.calls(store):
+            client = self.client()
             version = ref.version or self._moving_version(client, ref)
             try:
                 mv = client.get_model_version(ref.name, version)
@@ -322,8 +333,7 @@ class Session:
             return []
 
     def _resolve_logged_model(self, ref: LoggedModelRef) -> Resolved:
-        client = self.client()
-        if not hasattr(client, "get_logged_model"):
+        if not hasattr(self.mlflow.MlflowClient, "get_logged_model"):
             raise ModelSourceError(
                 f"{self.subject}: models:/MODEL_ID names an MLflow 3 logged model; the "
                 f"installed MLflow {self.mlflow.__version__} has none",
@@ -331,6 +341,7 @@ class Session:
                 f"models:/{ref.model_id}@ALIAS",
             )
         with self.calls():
+            client = self.client()
             try:
                 model = client.get_logged_model(ref.model_id)
             except Exception as exc:
@@ -365,6 +376,7 @@ class Session:
             identity=identity(ref, tracking=tracking),
             download_uri=ref.text,
             reference={"resolved_uri": shown(ref.text), "tracking_uri": tracking},
+            needs_server=ref.needs_tracking,
         )
 
     # -- downloading ---------------------------------------------------------------------------
@@ -375,9 +387,10 @@ class Session:
         if not resolved.check_listing:
             return
         store = resolved.reference.get("registry_uri") or resolved.reference.get("tracking_uri")
-        with self.calls(store or _store_of(resolved.download_uri)):
+        server = resolved.needs_server
+        with self.calls(store or _store_of(resolved.download_uri), server=server):
             entries = self.mlflow.artifacts.list_artifacts(
-                artifact_uri=resolved.download_uri, tracking_uri=self.tracking_uri
+                artifact_uri=resolved.download_uri, tracking_uri=self._uris(server)[0]
             )
             names = {p.path.rstrip("/").rsplit("/", 1)[-1] for p in entries if not p.is_dir}
             if MLMODEL in names:
@@ -407,10 +420,9 @@ class Session:
                 found.append(entry.path + ("/" if entry.is_dir else ""))
         except Exception:
             pass
-        client = self.client()
-        if experiment_id and hasattr(client, "search_logged_models"):
+        if experiment_id and hasattr(self.mlflow.MlflowClient, "search_logged_models"):
             try:
-                for model in client.search_logged_models(
+                for model in self.client().search_logged_models(
                     experiment_ids=[experiment_id],
                     filter_string=f"source_run_id = '{run_id}'",
                 ):
@@ -425,13 +437,15 @@ class Session:
         staging = into / "download"
         staging.mkdir()
         store = resolved.reference.get("registry_uri") or resolved.reference.get("tracking_uri")
-        with self.calls(store or _store_of(resolved.download_uri)):
+        server = resolved.needs_server
+        tracking, registry = self._uris(server)
+        with self.calls(store or _store_of(resolved.download_uri), server=server):
             local = Path(
                 self.mlflow.artifacts.download_artifacts(
                     artifact_uri=resolved.download_uri,
                     dst_path=str(staging),
-                    tracking_uri=self.tracking_uri,
-                    registry_uri=self.registry_uri,
+                    tracking_uri=tracking,
+                    registry_uri=registry,
                 )
             )
         if not local.is_dir() or not (local / MLMODEL).is_file():
@@ -563,12 +577,13 @@ def translate(exc: BaseException, subject: str, store: str) -> EnvbuildError:
 
 
 @contextmanager
-def _env(tracking: str, registry: str) -> Iterator[None]:
+def _env(tracking: str | None, registry: str | None) -> Iterator[None]:
     """MLflow's settings for one call; the environment is restored after it."""
     values = {k: v for k, v in HTTP_DEFAULTS.items() if k not in os.environ}
     values.update(FORCED)
-    values["MLFLOW_TRACKING_URI"] = tracking
-    values["MLFLOW_REGISTRY_URI"] = registry
+    if tracking is not None and registry is not None:
+        values["MLFLOW_TRACKING_URI"] = tracking
+        values["MLFLOW_REGISTRY_URI"] = registry
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
@@ -582,8 +597,11 @@ def _env(tracking: str, registry: str) -> Iterator[None]:
 
 
 @contextmanager
-def _process_uris(tracking: str, registry: str) -> Iterator[None]:
+def _process_uris(tracking: str | None, registry: str | None) -> Iterator[None]:
     """Pin MLflow's process-wide URIs (which beat the environment variables) for one call."""
+    if tracking is None or registry is None:
+        yield
+        return
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
