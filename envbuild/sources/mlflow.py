@@ -17,6 +17,8 @@ Why the care around each call (:meth:`Session.calls`):
   envbuild resolved for the duration of the call, then restored.
 * MLflow's progress bars, log lines and warnings are switched off for the call: envbuild's CLI is
   the only place that prints, and an MLflow message could show a URL with credentials.
+* These settings are process-wide state, changed for the length of one call and restored: the
+  calls are not meant to run from several threads at once.
 * Every failure becomes one envbuild error with its exit code (no traceback): unknown run, model,
   version, alias or logged model, and an artifact path without MLmodel, exit 2, naming what the
   server does have; an unreachable server, exit 3, naming its host (without credentials).
@@ -53,8 +55,10 @@ from envbuild.sources.refs import (
 MLMODEL = "MLmodel"
 INSTALL_HINT = "pip install 'envbuild[mlflow]'"
 
-# Set for each call unless the user set them: fail in seconds, not minutes, when unreachable.
-HTTP_DEFAULTS = {
+# Set for each call unless the user set them: fail in seconds, not minutes, when unreachable;
+# send no usage telemetry on the user's behalf.
+CALL_DEFAULTS = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
@@ -79,7 +83,11 @@ _LISTED = 20  # at most this many names, versions or aliases in a message
 
 def import_mlflow(subject: str) -> ModuleType:
     """``mlflow``, or the one-line error saying which extra to install (exit 2)."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # read once, at import
+    # MLflow decides at import whether to send usage telemetry: envbuild is a tool, not the
+    # user's MLflow session, so it imports MLflow with telemetry off (unless the user chose),
+    # and restores the variable so that the model's processes see the user's own setting.
+    saved = os.environ.get("MLFLOW_DISABLE_TELEMETRY")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     try:
         import mlflow
         import mlflow.artifacts
@@ -89,6 +97,9 @@ def import_mlflow(subject: str) -> ModuleType:
             f"({type(exc).__name__}: {exc}): install envbuild[mlflow]",
             hint=INSTALL_HINT,
         ) from None
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_DISABLE_TELEMETRY", None)
     return mlflow
 
 
@@ -579,7 +590,7 @@ def translate(exc: BaseException, subject: str, store: str) -> EnvbuildError:
 @contextmanager
 def _env(tracking: str | None, registry: str | None) -> Iterator[None]:
     """MLflow's settings for one call; the environment is restored after it."""
-    values = {k: v for k, v in HTTP_DEFAULTS.items() if k not in os.environ}
+    values = {k: v for k, v in CALL_DEFAULTS.items() if k not in os.environ}
     values.update(FORCED)
     if tracking is not None and registry is not None:
         values["MLFLOW_TRACKING_URI"] = tracking
