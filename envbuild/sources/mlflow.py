@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from envbuild.errors import EnvbuildError, MissingExtra, ModelSourceError, SourceUnreachable
-from envbuild.proc import redact
+from envbuild.redact import redact
 from envbuild.sources.refs import (
     ArtifactRef,
     LoggedModelRef,

@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 from envbuild.errors import ModelSourceError
-from envbuild.requirements import redact_url
+from envbuild.redact import redact_url
 
 # A scheme of two or more characters followed by ":/" (so ``C:\model`` stays a path).
 _URI = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+):/")
