@@ -149,3 +149,24 @@ class PredictionMismatch(EnvbuildError):
     """reproduce: the predictions differ from the recorded expected output."""
 
     exit_code = ExitCode.PREDICTIONS_DIFFER
+
+
+class MissingExtra(UsageError):
+    """A part of envbuild that needs an optional dependency was used without it installed
+    (MLflow for a model URI, ``boto3`` for ``s3://``, ...). The message names what to install."""
+
+
+class ModelSourceError(ModelError):
+    """A model URI that names nothing usable: no such run, registered model, version, alias or
+    logged model, an artifact path without an MLmodel, an unsupported scheme, refused access."""
+
+
+class SourceUnreachable(EnvbuildError):
+    """The tracking server, model registry or artifact store could not be reached (connection
+    refused, timed out, name not resolved, server errors after retries).
+
+    Exit 3, as for the other failures that depend on the network (a lock that cannot reach the
+    index): the reference itself may be fine, so running again later may succeed.
+    """
+
+    exit_code = ExitCode.RESOLUTION_FAILED
