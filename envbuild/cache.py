@@ -84,7 +84,7 @@ def publish(
     if is_finished(entry, key):
         return entry, False
     base.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(base / f"{key}.lock"))
+    lock = FileLock(str(base / f"{key}.lock"), mode=0o644)
     try:
         lock.acquire(timeout=0)
     except Timeout:

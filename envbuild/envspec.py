@@ -114,8 +114,10 @@ class EnvSpec:
         """
         payload = {
             "python": self.python.specifier if self.python else None,
-            "requirements": sorted(r.text for r in self.requirements),
-            "constraints": sorted(r.text for r in self.constraints),
+            # credentials in a direct URL are not part of the identity (a rotated token does not
+            # make a lock stale) and never reach the lock through it
+            "requirements": sorted(redact(r.text) for r in self.requirements),
+            "constraints": sorted(redact(r.text) for r in self.constraints),
             "index_options": [],  # kept (empty) so that digests stay those of earlier locks
         }
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()

@@ -67,10 +67,13 @@ class EnvbuildError(Exception):
         return ": ".join(parts)
 
     def format(self, show_path: Callable[[Path], str] = str) -> str:
-        """The one-line message: where, then what (never more than one line)."""
+        """The one-line message: where, then what (never more than one line), credentials in
+        any URL hidden."""
+        from envbuild.redact import redact
+
         what = " ".join(self.message.splitlines()) if self.message else type(self).__name__
         where = self.where(show_path)
-        return f"{where}: {what}" if where else what
+        return redact(f"{where}: {what}" if where else what)
 
     def __str__(self) -> str:
         return self.format()

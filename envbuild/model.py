@@ -264,6 +264,13 @@ def _decode_schema(doc: Mapping, key: str, mlmodel: Path) -> tuple[Any, ...] | N
                 field=f"signature.{key}",
                 line=line_of(doc, key),
             ) from None
+        except RecursionError:
+            raise ModelError(
+                "invalid JSON: nested too deeply",
+                path=mlmodel,
+                field=f"signature.{key}",
+                line=line_of(doc, key),
+            ) from None
     if value is None:
         return None
     if not isinstance(value, list | tuple):

@@ -34,7 +34,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from envbuild.envs.base import Environment, Streams
 from envbuild.envs.process import predict_args, runner_error, runner_exit
 from envbuild.errors import ModelRunError, UsageError
-from envbuild.files import atomic_write, temporary_directory
+from envbuild.files import atomic_write, temporary_directory, write_output
 from envbuild.image import layout
 from envbuild.image.engine import client
 
@@ -195,7 +195,7 @@ class ContainerEnvironment(Environment):
             )
         if ran.code == 0 and ran.output is not None:
             if output_path is not None:
-                atomic_write(output_path, ran.output)
+                write_output(output_path, ran.output)
             else:
                 streams.stdout(ran.output)
             return 0

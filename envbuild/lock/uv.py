@@ -52,6 +52,7 @@ from envbuild.lock.pylock import (
     lock_from_text,
 )
 from envbuild.lock.toml import render
+from envbuild.redact import redact
 from envbuild.target import Platform, Target, python_minor
 
 if sys.version_info >= (3, 11):
@@ -213,7 +214,7 @@ def merge(
             merged = groups.get(key)
             if merged is None:
                 merged = {k: v for k, v in package.items() if k not in ("wheels", "marker")}
-                for single in ("sdist", "archive"):
+                for single in ("sdist", "archive", "vcs"):
                     if isinstance(merged.get(single), Mapping):
                         merged[single] = _clean_file(merged[single])
                 merged["wheels"] = {}
@@ -255,9 +256,9 @@ def _document(job: _Job, packages: list[dict[str, Any]]) -> dict[str, Any]:
         tool["as-of"] = job.as_of
     tool["input-digest"] = env.digest()
     tool.update(job.indexes.record())
-    tool["requirements"] = sorted(r.text for r in env.requirements)
+    tool["requirements"] = sorted(redact(r.text) for r in env.requirements)
     if env.constraints:
-        tool["constraints"] = sorted(r.text for r in env.constraints)
+        tool["constraints"] = sorted(redact(r.text) for r in env.constraints)
     return {
         "lock-version": LOCK_VERSION,
         "environments": [p.marker for p in job.target.platforms],

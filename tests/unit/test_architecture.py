@@ -42,8 +42,10 @@ def _type_checking_nodes(tree: ast.Module) -> set[int]:
 def imports(name: str, tree: ast.Module) -> Iterator[tuple[str, int]]:
     """(imported envbuild module, line) for every import outside TYPE_CHECKING blocks."""
     skipped = _type_checking_nodes(tree)
-    package = name if (PACKAGE.parent / name.replace(".", "/") / "__init__.py").exists() else (
-        name.rpartition(".")[0]
+    package = (
+        name
+        if (PACKAGE.parent / name.replace(".", "/") / "__init__.py").exists()
+        else (name.rpartition(".")[0])
     )
     for node in ast.walk(tree):
         if id(node) in skipped:
