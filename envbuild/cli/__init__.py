@@ -74,7 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
 
     def command() -> int:
-        args = parser.parse_args(words)
+        # `envbuild run MODEL [OPTIONS] -- COMMAND ...`: what follows `--` is the command's,
+        # options before it are envbuild's
+        args = parser.parse_args(words[:cut])
+        if cut < len(words) and hasattr(args, "command"):
+            args.command = words[cut + 1 :]
+        elif cut < len(words):
+            parser.error(f"unexpected arguments after --: {' '.join(words[cut + 1 :])}")
         if not getattr(args, "command", None):
             parser.print_help(sys.stderr)
             return 2

@@ -140,8 +140,19 @@ def image_platform(text: str | None) -> Platform:
     return target
 
 
+DEFAULT_BASE_IMAGE = "python:{python}-slim"
+
+
 def default_base_image(minor: str) -> str:
-    return f"python:{minor}-slim"
+    """Docker Hub's ``python:X.Y-slim``, or the mirror ``$ENVBUILD_BASE_IMAGE`` names (a template
+    with ``{python}``: ``registry.example/python:{python}-slim``)."""
+    template = os.environ.get("ENVBUILD_BASE_IMAGE") or DEFAULT_BASE_IMAGE
+    if "{python}" not in template:
+        raise UsageError(
+            f"ENVBUILD_BASE_IMAGE={template!r} has no {{python}} in it",
+            hint="write it as a template, e.g. registry.example/python:{python}-slim",
+        )
+    return template.replace("{python}", minor)
 
 
 def check_lock_is_portable(lk: Lock) -> None:

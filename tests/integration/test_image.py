@@ -369,7 +369,7 @@ def expected(name: str, model: Path, request) -> tuple[dict, list]:
 def test_container_serves_mlflow_predictions(name, images, docker_engine, request):
     model, tag, result = images(name)
     minor = "3.10" if name == "py310" else "3.11"
-    assert result["base_image"] == f"python:{minor}-slim"
+    assert result["base_image"] == docker_images.base_image_tag(minor)
     assert result["python"].startswith(minor + ".")
     body, want = expected(name, model, request)
     with serving(docker_engine, tag) as (base, container):
@@ -419,7 +419,7 @@ def test_image_configuration_labels_and_stages(images, docker_engine):
     assert labels["envbuild.model.digest"] == result["model_digest"]
     assert labels["envbuild.version"] == __version__
     assert labels["org.opencontainers.image.title"] == "sklearn-iris"
-    assert labels["org.opencontainers.image.base.name"] == "python:3.11-slim"
+    assert labels["org.opencontainers.image.base.name"] == docker_images.base_image_tag("3.11")
     assert labels["org.opencontainers.image.version"] == tag.rsplit(":", 1)[1]
     # the build stage's tools and inputs stayed there
     out = python_in(
@@ -722,11 +722,11 @@ def test_base_image_with_another_python_is_refused(tiny_model, python_slim_image
         "-t",
         new_tag("x"),
         "--base-image",
-        "python:3.10-slim",
+        python_slim_images["3.10"],
         env=cli_env(),
     )
     assert proc.returncode == 2
-    assert "python:3.10-slim has Python 3.10" in proc.stderr
+    assert f"{python_slim_images['3.10']} has Python 3.10" in proc.stderr
     assert "lock is for Python 3.11" in proc.stderr
     assert "hint: use a base image with Python 3.11" in proc.stderr
 
@@ -800,10 +800,10 @@ def test_context_is_complete_and_another_builder_builds_it(
     assert (context / "model" / "data" / "weights.bin").stat().st_mode & 0o777 == 0o644
     dockerfile = (context / "Dockerfile").read_text()
     assert re.findall(r"^FROM .*$", dockerfile, flags=re.M) == [
-        "FROM python:3.11-slim AS build",
-        "FROM python:3.11-slim",
+        f"FROM {python_slim_images['3.11']} AS build",
+        f"FROM {python_slim_images['3.11']}",
     ]
-    final = dockerfile[dockerfile.index("FROM python:3.11-slim\n") :]
+    final = dockerfile[dockerfile.index(f"FROM {python_slim_images['3.11']}\n") :]
     assert " build/" not in final and "SSL_CERT_FILE" not in final
     order = [final.index(s) for s in ("COPY --from=build", "COPY runtime/", "COPY model/")]
     assert order == sorted(order)
