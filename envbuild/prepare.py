@@ -69,6 +69,25 @@ def prepare(
         )
         warnings.extend(choice.warnings)
     environment = backend.build(plan, model, env, choice, options, on_progress=on_progress)
+    _record_use(model, environment, choice)
     return Prepared(
         model, env, plan.interpreter, environment, choice, tuple(dict.fromkeys(warnings))
     )
+
+
+def _record_use(model: ModelSpec, environment: Environment, choice: LockChoice | None) -> None:
+    """Tell the cache who uses its entries (``envbuild cache list``), and hold the environment
+    for as long as this command (or the server it becomes) runs, so ``cache prune`` keeps it."""
+    from envbuild.cache import cache_root
+    from envbuild.cache.usage import hold, record_user
+
+    root = cache_root()
+    user = str(model.path)
+    for path in (
+        environment.path,
+        choice.lock.path.parent if choice and choice.lock.path else None,
+    ):
+        if path is not None and root in Path(path).parents:
+            record_user(Path(path), user)
+    if root in environment.path.parents:
+        hold(environment.path)

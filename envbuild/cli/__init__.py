@@ -26,6 +26,7 @@ COMMANDS = (
     "image",
     "reproduce",
     "ci-template",
+    "cache",
 )
 
 

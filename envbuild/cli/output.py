@@ -75,6 +75,13 @@ class Output:
         self.clear_progress()
         self.stderr.write(f"{redact(message)}\n")
 
+    def ask(self, question: str) -> str:
+        """A question on the terminal (only asked when ``interactive``)."""
+        self.clear_progress()
+        self.stderr.write(question)
+        self.stderr.flush()
+        return input()
+
     def progress(self, message: str) -> None:
         """A transient one-line status, redrawn in place on a terminal; silent otherwise."""
         if self.json_mode or not self.interactive:
