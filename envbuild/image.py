@@ -55,7 +55,8 @@ if TYPE_CHECKING:
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 IMAGE_ENV = "/opt/env"  # where the template installs the environment
 IMAGE_PYTHON = "/opt/env/bin/python"
-RUNTIME_FILES = ("runner.py", "server.py", "openapi.py")
+# the whole runtime folder: runner.py loads its sibling modules by path
+RUNTIME_FILES = tuple(sorted(path.name for path in RUNTIME_DIR.glob("*.py")))
 REUSE_REPOSITORY = "envbuild"
 LABEL_PREFIX = "envbuild"
 UV_SOURCES = ("auto", "binary", "pip")

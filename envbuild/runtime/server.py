@@ -1,37 +1,75 @@
-"""HTTP scoring server for the runtime: the transport only, model logic stays in runner.py.
+"""HTTP scoring server for the runtime: the transport only; model logic stays in the app object.
 
-Standard library only (``http.server``), because it runs inside the model's environment, which
-has no web framework of ours. One process serves with threads; with ``workers > 1`` the parent binds
-the socket and forks that many worker processes that accept on it (pre-fork), and restarts a worker
-that dies. Each worker loads the model in a background thread, so ``/ping`` can answer 503 until the
-model is ready. SIGTERM (or SIGINT) stops accepting, lets requests in flight finish, and exits 0.
+Standard library only, because it runs inside the model's environment, which has no web framework
+of ours. HTTP/1.1 with keep-alive, one thread per connection, and every response written with one
+``sendall`` on a ``TCP_NODELAY`` socket: a response in several small sends waits on Nagle's
+algorithm against the client's delayed ACK (40 ms per request). Every answer the transport gives
+itself (a garbage request line, headers too large, a body over the limit) is JSON, like the
+application's errors.
 
-The ``app`` object passed to :func:`serve` provides ``load()``, ``invoke(body, kind)``,
-``version_info()`` and ``openapi()``; its errors carry ``http_status``/``error_code`` attributes.
+Routes (as ``mlflow models serve``, see ``openapi.py``): ``GET /ping`` and ``/health`` (also
+``HEAD``), ``GET /version`` (MLflow's bare version string), ``GET /metadata`` (model and runtime
+versions as JSON), ``GET /openapi.json``, ``POST /invocations``.
+
+Processes: with one worker, the process serves while the model loads in a background thread, and
+``/ping`` answers 503 until it is ready. With ``workers > 1`` the parent binds the socket and forks
+that many workers (pre-fork), each of which loads the model *before* it accepts a connection (as
+MLflow's uvicorn workers do): a request can never reach a worker that is still loading, so a 200
+on ``/ping`` means every connection is served. The parent restarts a worker that dies.
+
+SIGTERM (or SIGINT) stops accepting, closes idle keep-alive connections at once, gives requests
+whose head or body is still arriving a short grace (``BODY_GRACE_SECONDS``), lets requests being
+scored finish (``GRACE_SECONDS`` at most), and exits 0.
+
+The ``app`` passed to :func:`serve` provides ``load()``, ``invoke(body, kind)``,
+``parquet_problem()``, ``version``, ``metadata()`` and ``openapi()``; its errors carry
+``http_status`` and ``payload(debug)`` (``errors.RunnerError``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import selectors
 import signal
 import socket
 import sys
 import threading
 import time
 import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any, cast
 
-EXIT_OK = 0
-EXIT_MODEL = 5
+from .errors import EXIT_MODEL, EXIT_OK, UsageError, describe_exception
+
 GRACE_SECONDS = 30.0
-IDLE_TIMEOUT_SECONDS = 120
+BODY_GRACE_SECONDS = 3.0
+IDLE_TIMEOUT_SECONDS = 120.0
+MAX_LINE = 65536
+MAX_HEADERS = 100
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
-CONTENT_KINDS = {"application/json": "json", "text/csv": "csv"}
+DRAIN_SECONDS = 10.0
+RESTART_BACKOFF_SECONDS = 1.0
+
+JSON_TYPE = "application/json"
+CONTENT_KINDS = {
+    "application/json": "json",
+    "text/csv": "csv",
+    "application/vnd.apache.parquet": "parquet",
+}
+SUPPORTED_TYPES = ", ".join(CONTENT_KINDS)
+PROBES = ("/ping", "/health")
+GET_PATHS = ("/ping", "/health", "/version", "/metadata", "/openapi.json")
+SERVER_NAME = "envbuild-runtime"
+
+# Phases of a connection, for shutdown: waiting for a request, receiving one, scoring one.
+IDLE, RECEIVING, BUSY = "idle", "receiving", "busy"
 
 
-def _log(message):
+def _log(message: str) -> None:
     try:
         sys.stderr.write("%s\n" % message)
         sys.stderr.flush()
@@ -39,63 +77,55 @@ def _log(message):
         pass
 
 
-def _debug():
+def _debug() -> bool:
     return os.environ.get("ENVBUILD_DEBUG") == "1"
 
 
-class _BodyError(Exception):
-    def __init__(self, status, error_code, message):
+_date_cache: list[Any] = [0, ""]
+
+
+def http_date() -> str:
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[0], _date_cache[1] = now, formatdate(now, usegmt=True)
+    return str(_date_cache[1])
+
+
+def error_body(error_code: str, message: str) -> bytes:
+    return json.dumps({"error_code": error_code, "message": message}).encode()
+
+
+class HttpError(Exception):
+    """An answer the transport gives itself; the connection is closed after it by default."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_code: str = "BAD_REQUEST",
+        headers: tuple[tuple[str, str], ...] = (),
+        close: bool = True,
+    ) -> None:
         Exception.__init__(self, message)
         self.status = status
+        self.message = message
         self.error_code = error_code
+        self.headers = headers
+        self.close = close
 
 
-class WorkerState:
-    """Model readiness and requests in flight, shared by a worker's threads."""
+def content_kind(header: str | None) -> tuple[str | None, str]:
+    """Map a Content-Type header to "json"/"csv"/"parquet", or (None, the reason for a 415).
 
-    def __init__(self, app):
-        self.app = app
-        self.ready = threading.Event()
-        self.load_error = None
-        self._cond = threading.Condition()
-        self._inflight = 0
-
-    def begin(self):
-        with self._cond:
-            self._inflight += 1
-
-    def end(self):
-        with self._cond:
-            self._inflight -= 1
-            self._cond.notify_all()
-
-    def wait_idle(self, timeout):
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._inflight > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
-
-    def status(self):
-        if self.ready.is_set():
-            return "ok"
-        return "failed" if self.load_error else "loading"
-
-
-def content_kind(header):
-    """Map a Content-Type header to "json"/"csv", or return (None, reason) for a 415.
-
-    As MLflow's server: parameters other than ``charset`` are refused, and so is any charset but
-    UTF-8.
+    As MLflow's server, parameters other than ``charset`` are refused, and so is any charset but
+    UTF-8; unlike it, media types are compared case-insensitively, quoted charsets are accepted and
+    a missing header is a clear 415 (MLflow answers 500).
     """
     if not header:
-        return None, "missing Content-Type; use application/json or text/csv"
+        return None, "missing Content-Type; use one of %s" % SUPPORTED_TYPES
     parts = [part.strip() for part in header.split(";")]
     mime = parts[0].lower()
-    params = {}
+    params: dict[str, str] = {}
     for part in parts[1:]:
         if part:
             key, _, value = part.partition("=")
@@ -108,329 +138,565 @@ def content_kind(header):
     kind = CONTENT_KINDS.get(mime)
     if kind is None:
         return None, (
-            "This predictor only supports the following content types: "
-            "application/json, text/csv. Got '%s'." % header
+            "This predictor only supports the following content types: %s. Got '%s'."
+            % (SUPPORTED_TYPES, header)
         )
-    return kind, None
+    return kind, ""
 
 
-class Handler(BaseHTTPRequestHandler):
-    """Routes: GET /ping /health /version /openapi.json, POST /invocations."""
+class Request:
+    """One parsed request head."""
 
-    protocol_version = "HTTP/1.1"
-    server_version = "envbuild-runtime"
-    timeout = IDLE_TIMEOUT_SECONDS
-    state = None
-    max_body = 0
-    access_log = True
+    __slots__ = ("headers", "keep_alive", "method", "path", "target", "version")
 
-    # ---- plumbing
-    def log_message(self, format, *args):
-        if self.access_log:
-            _log("%s [%d] %s" % (self.address_string(), os.getpid(), format % args))
+    def __init__(self, method: str, target: str, version: str, headers: dict[str, str]) -> None:
+        self.method = method
+        self.target = target
+        self.path = target.split("?", 1)[0]
+        self.version = version
+        self.headers = headers
+        tokens = {token.strip().lower() for token in headers.get("connection", "").split(",")}
+        if version == "HTTP/1.1":
+            self.keep_alive = "close" not in tokens
+        else:
+            self.keep_alive = "keep-alive" in tokens
 
-    def _send(self, status, body, content_type="application/json", close=False, headers=None):
-        if isinstance(body, str):
-            body = body.encode("utf-8")
+    @property
+    def has_body(self) -> bool:
+        return "transfer-encoding" in self.headers or self.headers.get(
+            "content-length", "0"
+        ).strip() not in ("", "0")
+
+
+class Worker:
+    """One process's model, connections and shutdown."""
+
+    def __init__(self, app: Any, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.ready = threading.Event()
+        self.load_error: str | None = None
+        self.stopping = threading.Event()
+        self.access_log = os.environ.get("ENVBUILD_ACCESS_LOG", "1") != "0"
+        self.debug = _debug()
+        self.pid = os.getpid()
+        self._cond = threading.Condition()
+        self._connections: dict[Connection, str] = {}
+
+    # ---- connections
+    def add(self, conn: Connection) -> bool:
+        with self._cond:
+            if self.stopping.is_set():
+                return False
+            self._connections[conn] = IDLE
+            return True
+
+    def set_phase(self, conn: Connection, phase: str) -> None:
+        with self._cond:
+            if conn in self._connections:
+                self._connections[conn] = phase
+                self._cond.notify_all()
+
+    def remove(self, conn: Connection) -> None:
+        with self._cond:
+            self._connections.pop(conn, None)
+            self._cond.notify_all()
+
+    def drain(self) -> bool:
+        """Close idle connections now, receiving ones after a grace, wait for busy ones.
+
+        Returns False if requests were still being scored after ``GRACE_SECONDS``.
+        """
+        self.stopping.set()
+        started = time.monotonic()
+        body_deadline = started + BODY_GRACE_SECONDS
+        busy_deadline = started + GRACE_SECONDS
+        with self._cond:
+            while self._connections:
+                now = time.monotonic()
+                for conn, phase in list(self._connections.items()):
+                    if phase == IDLE or (phase == RECEIVING and now >= body_deadline):
+                        conn.abort()
+                if now >= busy_deadline:
+                    return False
+                receiving = any(p == RECEIVING for p in self._connections.values())
+                until = body_deadline if receiving and now < body_deadline else busy_deadline
+                self._cond.wait(max(0.01, until - now))
+        return True
+
+    def status(self) -> str:
+        if self.ready.is_set():
+            return "ok"
+        return "failed" if self.load_error else "loading"
+
+
+class Connection:
+    """One client connection: reads requests, answers each with one send."""
+
+    def __init__(self, sock: socket.socket, address: Any, worker: Worker) -> None:
+        self.sock = sock
+        self.client = address[0] if isinstance(address, tuple) and address else "-"
+        self.worker = worker
+        self.rfile = cast(io.BufferedReader, sock.makefile("rb", buffering=65536))
+        self._aborted = False
+
+    def abort(self) -> None:
+        """Wake a thread blocked reading this connection (shutdown)."""
+        if not self._aborted:
+            self._aborted = True
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+
+    def run(self) -> None:
+        worker = self.worker
         try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            if close:
-                self.send_header("Connection", "close")
-                self.close_connection = True
-            self.end_headers()
-            self.wfile.write(body)
-            self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+            while not worker.stopping.is_set():
+                worker.set_phase(self, IDLE)
+                try:
+                    request = self._read_head()
+                except HttpError as err:
+                    self._error(None, err)
+                    return
+                if request is None:
+                    return
+                if not self._handle(request) or not request.keep_alive:
+                    return
+        except (OSError, ValueError):
+            pass  # reset, timed out, or aborted at shutdown
+        except Exception as exc:  # a bug: log it, drop the connection, keep serving
+            _log("error: request from %s failed: %s" % (self.client, describe_exception(exc)))
+            if worker.debug:
+                traceback.print_exc()
+        finally:
+            worker.remove(self)
+            with contextlib.suppress(OSError):
+                self.rfile.close()
+            with contextlib.suppress(OSError):
+                self.sock.close()
 
-    def _json(self, status, obj, **kwargs):
-        self._send(status, json.dumps(obj), **kwargs)
-
-    def _error(self, status, error_code, message, **kwargs):
-        self._json(status, {"error_code": error_code, "message": message}, **kwargs)
-
-    def _declared_length(self):
-        value = self.headers.get("Content-Length")
-        if value is None:
+    # ---- reading
+    def _read_head(self) -> Request | None:
+        rfile = self.rfile
+        line = rfile.readline(MAX_LINE + 1)
+        while line in (b"\r\n", b"\n"):  # RFC 9112: ignore empty lines before a request
+            line = rfile.readline(MAX_LINE + 1)
+        if not line:
             return None
-        try:
-            length = int(value)
-        except ValueError:
-            raise _BodyError(400, "BAD_REQUEST", "invalid Content-Length %r" % value) from None
-        if length < 0:
-            raise _BodyError(400, "BAD_REQUEST", "invalid Content-Length %r" % value)
-        return length
+        self.worker.set_phase(self, RECEIVING)
+        if len(line) > MAX_LINE:
+            raise HttpError(414, "request line too long", "REQUEST_LIMIT_EXCEEDED")
+        words = line.decode("latin-1").rstrip("\r\n").split()
+        if len(words) != 3 or not words[0].isalpha() or not words[0].isupper():
+            raise HttpError(400, "Bad request syntax (%r)" % line[:200].decode("latin-1"))
+        method, target, version = words
+        if version not in ("HTTP/1.1", "HTTP/1.0"):
+            if version.startswith("HTTP/") and version[5:6].isdigit() and version[5:6] != "1":
+                raise HttpError(505, "HTTP version %s is not supported" % version[5:])
+            raise HttpError(400, "Bad request version (%r)" % version)
+        if target.startswith(("http://", "https://")):
+            target = "/" + target.split("/", 3)[3] if target.count("/") >= 3 else "/"
+        headers: dict[str, str] = {}
+        count = 0
+        while True:
+            line = rfile.readline(MAX_LINE + 1)
+            if len(line) > MAX_LINE:
+                raise HttpError(431, "a header line is too long", "REQUEST_LIMIT_EXCEEDED")
+            if line in (b"\r\n", b"\n"):
+                break
+            if not line:
+                return None
+            count += 1
+            if count > MAX_HEADERS:
+                raise HttpError(
+                    431, "more than %d header lines" % MAX_HEADERS, "REQUEST_LIMIT_EXCEEDED"
+                )
+            name, sep, value = line.partition(b":")
+            if not sep or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
+                raise HttpError(400, "malformed header line %r" % line[:100].decode("latin-1"))
+            key = name.decode("latin-1").lower()
+            text = value.strip().decode("latin-1")
+            if key in headers:
+                if key == "content-length" and headers[key] != text:
+                    raise HttpError(400, "conflicting Content-Length headers")
+                if key != "content-length":
+                    headers[key] = headers[key] + ", " + text
+            else:
+                headers[key] = text
+        return Request(method, target, version, headers)
 
-    def _too_large(self, length):
+    def _declared_length(self, request: Request) -> int:
+        value = request.headers.get("content-length")
+        if value is None:
+            return 0  # no body (RFC 9112), as uvicorn reads it
+        if not value.isdigit():
+            raise HttpError(400, "invalid Content-Length %r" % value)
+        return int(value)
+
+    def _too_large(self, length: int | None) -> HttpError:
         shown = "%d bytes" % length if length is not None else "the body"
-        return _BodyError(
+        return HttpError(
             413,
+            "%s exceeds the limit of %d bytes (ENVBUILD_MAX_BODY_BYTES)"
+            % (shown, self.worker.max_body),
             "REQUEST_LIMIT_EXCEEDED",
-            "%s exceeds the limit of %d bytes (ENVBUILD_MAX_BODY_BYTES)" % (shown, self.max_body),
         )
 
-    def handle_expect_100(self):
-        # Refuse an oversized upload before the client sends it.
-        try:
-            length = self._declared_length()
-        except _BodyError:
-            length = None
-        if length is not None and length > self.max_body:
-            err = self._too_large(length)
-            self._error(err.status, err.error_code, str(err), close=True)
-            return False
-        return BaseHTTPRequestHandler.handle_expect_100(self)
-
-    def _read_exact(self, length):
+    def _read_exact(self, length: int) -> bytes:
         data = self.rfile.read(length)
         if len(data) != length:
-            raise _BodyError(400, "BAD_REQUEST", "request body shorter than Content-Length")
+            raise HttpError(400, "request body shorter than Content-Length")
         return data
 
-    def _read_chunked(self):
-        parts = []
+    def _read_body(self, request: Request) -> bytes:
+        """The request body; a body over the limit is read away (up to a bound), then 413."""
+        encoding = request.headers.get("transfer-encoding")
+        if encoding is not None:
+            if encoding.strip().lower() != "chunked":
+                raise HttpError(501, "Transfer-Encoding %r is not supported" % encoding)
+            self._continue(request, None)
+            return self._read_chunked()
+        length = self._declared_length(request)
+        if length > self.worker.max_body:
+            if self._expects_continue(request):
+                raise self._too_large(length)  # refused before the client sends it
+            self._discard(length)
+            raise self._too_large(length)
+        self._continue(request, length)
+        return self._read_exact(length) if length else b""
+
+    def _expects_continue(self, request: Request) -> bool:
+        return request.version == "HTTP/1.1" and (
+            request.headers.get("expect", "").lower() == "100-continue"
+        )
+
+    def _continue(self, request: Request, length: int | None) -> None:
+        if self._expects_continue(request):
+            self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _read_chunked(self) -> bytes:
+        parts: list[bytes] = []
         total = 0
+        rfile = self.rfile
         while True:
-            line = self.rfile.readline(65537)
+            line = rfile.readline(MAX_LINE + 1)
             if not line:
-                raise _BodyError(400, "BAD_REQUEST", "incomplete chunked request body")
+                raise HttpError(400, "incomplete chunked request body")
             try:
                 size = int(line.split(b";", 1)[0].strip(), 16)
             except ValueError:
-                raise _BodyError(400, "BAD_REQUEST", "malformed chunked request body") from None
+                raise HttpError(400, "malformed chunked request body") from None
             if size == 0:
-                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                while rfile.readline(MAX_LINE + 1) not in (b"\r\n", b"\n", b""):
                     pass
                 return b"".join(parts)
             total += size
-            if total > self.max_body:
+            if total > self.worker.max_body:
+                self._discard(DRAIN_LIMIT_BYTES)
                 raise self._too_large(None)
             parts.append(self._read_exact(size))
-            self.rfile.readline(3)
+            rfile.readline(3)
 
-    def _read_body(self):
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._read_chunked()
-        length = self._declared_length()
-        if length is None:
-            raise _BodyError(411, "BAD_REQUEST", "Content-Length required")
-        if length > self.max_body:
-            self._unread = length
-            raise self._too_large(length)
-        return self._read_exact(length)
-
-    def _drain(self, remaining):
-        """Read an unread body away so the client sees our 413 rather than a connection reset."""
+    def _discard(self, length: int) -> None:
+        """Read a body away (at most DRAIN_LIMIT_BYTES, DRAIN_SECONDS) so that the client, which
+        sends it all before reading, gets our 413 rather than a connection reset."""
+        remaining = min(length, DRAIN_LIMIT_BYTES)
+        deadline = time.monotonic() + DRAIN_SECONDS
         try:
-            self.connection.settimeout(2.0)
-            remaining = min(remaining, DRAIN_LIMIT_BYTES)
-            while remaining > 0:
-                chunk = self.rfile.read(min(remaining, 1 << 16))
+            self.sock.settimeout(1.0)
+            while remaining > 0 and time.monotonic() < deadline:
+                chunk = self.rfile.read1(min(remaining, 1 << 16))
                 if not chunk:
                     break
                 remaining -= len(chunk)
         except OSError:
             pass
 
-    # ---- routes
-    def do_GET(self):
-        path = self.path.split("?", 1)[0]
-        state = self.state
+    # ---- answering
+    def _send(
+        self,
+        request: Request | None,
+        status: int,
+        body: bytes,
+        content_type: str = JSON_TYPE,
+        headers: tuple[tuple[str, str], ...] = (),
+        close: bool = False,
+    ) -> None:
+        """The whole response in one send."""
+        close = close or request is None or not request.keep_alive or self.worker.stopping.is_set()
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = ""
+        head = [
+            "HTTP/1.1 %d %s" % (status, phrase),
+            "Server: " + SERVER_NAME,
+            "Date: " + http_date(),
+            "Content-Type: " + content_type,
+            "Content-Length: %d" % len(body),
+        ]
+        head.extend("%s: %s" % pair for pair in headers)
+        if close:
+            head.append("Connection: close")
+        elif request is not None and request.version == "HTTP/1.0":
+            head.append("Connection: keep-alive")
+        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        if request is None or request.method != "HEAD":
+            data += body
+        self.sock.sendall(data)
+        if self.worker.access_log:
+            line = (
+                "%s %s %s" % (request.method, request.target, request.version)
+                if request is not None
+                else "-"
+            )
+            _log('%s [%d] "%s" %d %d' % (self.client, self.worker.pid, line, status, len(body)))
+
+    def _error(self, request: Request | None, err: HttpError) -> None:
+        with contextlib.suppress(OSError):
+            self._send(
+                request,
+                err.status,
+                error_body(err.error_code, err.message),
+                headers=err.headers,
+                close=err.close,
+            )
+
+    def _handle(self, request: Request) -> bool:
+        """Answer one request; False when the connection must be closed after it."""
+        path, method = request.path, request.method
+        if path == "/invocations":
+            if method == "POST":
+                return self._invocations(request)
+            error = HttpError(
+                405, "use POST /invocations", "METHOD_NOT_ALLOWED", (("Allow", "POST"),)
+            )
+        elif path in GET_PATHS:
+            if method == "GET" or (method == "HEAD" and path in PROBES):
+                close = request.has_body  # a body we do not read ends the connection
+                self._get(request, path, close)
+                return not close
+            allow = "GET, HEAD" if path in PROBES else "GET"
+            error = HttpError(405, "use GET %s" % path, "METHOD_NOT_ALLOWED", (("Allow", allow),))
+        else:
+            error = HttpError(404, "no endpoint %s" % path, "ENDPOINT_NOT_FOUND")
+        error.close = request.has_body
+        self._error(request, error)
+        return not error.close
+
+    def _get(self, request: Request, path: str, close: bool) -> None:
+        worker = self.worker
+        app = worker.app
+        ready = worker.ready.is_set()
         if path == "/ping":
-            self._send(200 if state.ready.is_set() else 503, "\n")
+            self._send(request, 200 if ready else 503, b"\n", close=close)
         elif path == "/health":
-            body = {"status": state.status(), "pid": os.getpid()}
-            if state.load_error:
-                body["error"] = state.load_error
-            self._json(200 if state.ready.is_set() else 503, body)
+            body: dict[str, Any] = {"status": worker.status(), "pid": worker.pid}
+            if worker.load_error:
+                body["error"] = worker.load_error
+            self._send(request, 200 if ready else 503, json.dumps(body).encode(), close=close)
         elif path == "/version":
-            self._json(200, state.app.version_info())
-        elif path == "/openapi.json":
+            self._send(request, 200, app.version, close=close)
+        elif path == "/metadata":
+            self._send(request, 200, app.metadata(), close=close)
+        else:
             try:
-                self._json(200, state.app.openapi())
+                document = app.openapi()
             except Exception as exc:
-                self._error(
-                    500,
-                    "INTERNAL_ERROR",
-                    "cannot build the OpenAPI document: %s: %s" % (type(exc).__name__, exc),
-                )
-        elif path == "/invocations":
-            self._error(
-                405, "METHOD_NOT_ALLOWED", "use POST /invocations", headers={"Allow": "POST"}
-            )
-        else:
-            self._error(404, "ENDPOINT_NOT_FOUND", "no endpoint %s" % path)
+                message = "cannot build the OpenAPI document: %s" % describe_exception(exc)
+                self._send(request, 500, error_body("INTERNAL_ERROR", message), close=close)
+                return
+            self._send(request, 200, document, close=close)
 
-    def do_POST(self):
-        path = self.path.split("?", 1)[0]
-        if path in ("/ping", "/health", "/version", "/openapi.json"):
-            self._error(
-                405, "METHOD_NOT_ALLOWED", "use GET %s" % path, headers={"Allow": "GET"}, close=True
-            )
-        elif path != "/invocations":
-            self._error(404, "ENDPOINT_NOT_FOUND", "no endpoint %s" % path, close=True)
-        else:
-            self.state.begin()
-            try:
-                self._invocations()
-            finally:
-                self.state.end()
-
-    def _invocations(self):
-        state = self.state
-        self._unread = 0
+    def _invocations(self, request: Request) -> bool:
+        worker = self.worker
         try:
-            body = self._read_body()
-        except _BodyError as err:
-            self._error(err.status, err.error_code, str(err), close=True)
-            if self._unread:
-                self._drain(self._unread)
-            return
-        if not state.ready.is_set():
-            self._error(
+            body = self._read_body(request)
+        except HttpError as err:
+            self._error(request, err)
+            return False
+        worker.set_phase(self, BUSY)
+        if not worker.ready.is_set():
+            self._send(
+                request,
                 503,
-                "TEMPORARILY_UNAVAILABLE",
-                "the model is not loaded yet",
-                headers={"Retry-After": "1"},
+                error_body("TEMPORARILY_UNAVAILABLE", "the model is not loaded yet"),
+                headers=(("Retry-After", "1"),),
             )
-            return
-        kind, reason = content_kind(self.headers.get("Content-Type"))
+            return True
+        kind, reason = content_kind(request.headers.get("content-type"))
+        if kind == "parquet":
+            problem = worker.app.parquet_problem()
+            if problem:
+                kind, reason = None, "application/vnd.apache.parquet bodies need pandas with "
+                reason += "pyarrow or fastparquet: %s; send JSON or CSV" % problem
         if kind is None:
-            self._error(415, "UNSUPPORTED_MEDIA_TYPE", reason)
-            return
+            self._send(request, 415, error_body("UNSUPPORTED_MEDIA_TYPE", reason))
+            return True
         try:
-            response = state.app.invoke(body, kind)
+            response = worker.app.invoke(body, kind)
         except Exception as exc:
             status = getattr(exc, "http_status", None)
-            if status is None:
-                status, code = 500, "INTERNAL_ERROR"
-                message = "%s: %s" % (type(exc).__name__, exc)
+            payload = getattr(exc, "payload", None)
+            if status is None or payload is None:
+                status, message = 500, describe_exception(exc)
+                answer = error_body("INTERNAL_ERROR", message)
             else:
-                code, message = exc.error_code, str(exc)
+                message = str(exc)
+                answer = json.dumps(payload(worker.debug)).encode()
             if status >= 500:
                 _log("error: %s" % message)
-                if _debug():
+                if worker.debug:
                     traceback.print_exc()
-            self._error(status, code, message)
+            self._send(request, status, answer)
+            return True
+        self._send(request, 200, response)
+        return True
+
+
+class Acceptor:
+    """Accepts connections on a (possibly shared) listening socket and starts their threads."""
+
+    def __init__(self, sock: socket.socket, worker: Worker) -> None:
+        self.sock = sock
+        self.worker = worker
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="accept", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        os.write(self._wake_w, b"x")
+        if self._thread is not None:
+            self._thread.join()
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+
+    def _loop(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self.sock, selectors.EVENT_READ)
+        selector.register(self._wake_r, selectors.EVENT_READ)
+        try:
+            while True:
+                for key, _ in selector.select():
+                    if key.fileobj == self._wake_r:
+                        return
+                    self._accept()
+        finally:
+            selector.close()
+
+    def _accept(self) -> None:
+        try:
+            conn, address = self.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # another worker took it
+        except OSError as exc:
+            _log("error: accept failed: %s" % exc)
+            time.sleep(0.05)  # out of file descriptors: do not spin
             return
-        self._send(200, response)
-
-
-class WorkerServer(ThreadingHTTPServer):
-    """A threaded HTTP server on a socket bound elsewhere (so pre-forked workers can share it)."""
-
-    daemon_threads = True
-
-    def __init__(self, sock, handler):
-        self.address_family = sock.family
-        host, port = sock.getsockname()[:2]
-        ThreadingHTTPServer.__init__(self, (host, port), handler, bind_and_activate=False)
-        self.socket.close()
-        self.socket = sock
-        self.server_name = host
-        self.server_port = port
-
-    def get_request(self):
-        # The shared socket is non-blocking (so a worker that loses the accept race returns to its
-        # loop); connections themselves are served blocking.
-        conn, addr = self.socket.accept()
         conn.setblocking(True)
-        return conn, addr
+        conn.settimeout(IDLE_TIMEOUT_SECONDS)
+        with contextlib.suppress(OSError):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection = Connection(conn, address, self.worker)
+        if not self.worker.add(connection):
+            conn.close()
+            return
+        threading.Thread(target=connection.run, name="conn", daemon=True).start()
 
-    def handle_error(self, request, client_address):
-        if _debug():
-            ThreadingHTTPServer.handle_error(self, request, client_address)
-        else:
-            _log("error: request from %s failed: %s" % (client_address[0], sys.exc_info()[1]))
 
+def bind(host: str, port: int) -> socket.socket:
+    """Bind and listen (non-blocking, so that a worker losing the accept race carries on).
 
-def bind(host, port):
-    """Bind and listen; the socket is non-blocking for the reason given in get_request."""
-    infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
-    family, _, _, _, address = infos[0]
-    sock = socket.create_server(address[:2], family=family, backlog=128)
+    A port in use or a host that does not resolve is a usage error naming host:port (exit 2).
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+        family, _, _, _, address = infos[0]
+        sock = socket.create_server(address[:2], family=family, backlog=128)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise UsageError("cannot listen on %s:%s: %s" % (host, port, reason)) from None
     sock.setblocking(False)
     return sock
 
 
-def _url(host, port):
+def _url(host: str, port: int) -> str:
     return "http://%s:%d" % ("[%s]" % host if ":" in host else host, port)
 
 
-def _load(state, stop):
+def _load(worker: Worker, changed: threading.Event) -> None:
     try:
-        state.app.load()
+        worker.app.load()
     except Exception as exc:
-        state.load_error = (
-            str(exc) if getattr(exc, "exit_code", None) else "%s: %s" % (type(exc).__name__, exc)
-        )
-        _log("error: %s" % state.load_error)
-        if _debug():
+        worker.load_error = str(exc) if getattr(exc, "exit_code", None) else describe_exception(exc)
+        _log("error: %s" % worker.load_error)
+        if worker.debug:
             traceback.print_exc()
-        stop.set()
-        return
-    state.ready.set()
-    _log("model loaded (pid %d)" % os.getpid())
+    else:
+        worker.ready.set()
+        _log("model loaded (pid %d)" % os.getpid())
+    changed.set()
 
 
-def run_worker(sock, app, max_body, parent_pid=None):
-    """Serve until SIGTERM/SIGINT (or the parent's death); return the exit code.
+def run_worker(
+    sock: socket.socket,
+    app: Any,
+    max_body: int,
+    parent_pid: int | None = None,
+    accept_while_loading: bool = True,
+) -> tuple[int, bool]:
+    """Serve until SIGTERM/SIGINT (or the parent's death); (exit code, model still loading).
 
-    Returns 5 when the model failed to load, else 0 once requests in flight have finished (or
-    GRACE_SECONDS passed).
+    The exit code is 5 when the model failed to load, else 0 once requests in flight have
+    finished (or GRACE_SECONDS passed).
     """
+    changed = threading.Event()
     stop = threading.Event()
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int, frame: Any) -> None:
         if stop.is_set() and signum == signal.SIGINT:
             _hard_exit(130)  # a second Ctrl-C does not wait for requests in flight
         stop.set()
+        changed.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
-    state = WorkerState(app)
-    handler = type(
-        "BoundHandler",
-        (Handler,),
-        {
-            "state": state,
-            "max_body": max_body,
-            "access_log": os.environ.get("ENVBUILD_ACCESS_LOG", "1") != "0",
-        },
-    )
-    httpd = WorkerServer(sock, handler)
-    serving = threading.Thread(
-        target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True
-    )
-    loader = threading.Thread(target=_load, args=(state, stop), name="model-loader", daemon=True)
-    serving.start()
+    worker = Worker(app, max_body)
+    acceptor = Acceptor(sock, worker)
+    loader = threading.Thread(target=_load, args=(worker, changed), name="load", daemon=True)
+    if accept_while_loading:
+        acceptor.start()
     loader.start()
-    while not stop.wait(0.5):
+    while not stop.is_set():
+        changed.wait(1.0 if parent_pid is not None else None)
+        changed.clear()
+        if worker.load_error:
+            break
+        if worker.ready.is_set():
+            acceptor.start()
         if parent_pid is not None and os.getppid() != parent_pid:
             _log("worker %d: parent process is gone; stopping" % os.getpid())
             break
     # Stopping: a repeated SIGTERM must not kill the process half-way (interpreter shutdown
     # restores default handlers, ignored signals stay ignored).
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    httpd.shutdown()
-    if not state.wait_idle(GRACE_SECONDS):
+    acceptor.stop()
+    if not worker.drain():
         _log(
             "worker %d: requests still running after %.0fs; stopping anyway"
             % (os.getpid(), GRACE_SECONDS)
         )
-    httpd.server_close()
-    code = EXIT_MODEL if state.load_error else EXIT_OK
+    code = EXIT_MODEL if worker.load_error else EXIT_OK
     return code, loader.is_alive()
 
 
-def _exit_code(status):
+def _exit_code(status: int) -> int:
     if os.WIFEXITED(status):
         return os.WEXITSTATUS(status)
     if os.WIFSIGNALED(status):
@@ -438,7 +704,7 @@ def _exit_code(status):
     return 1
 
 
-def _hard_exit(code):
+def _hard_exit(code: int) -> None:
     """End a process without running interpreter shutdown (forked children, or a load in flight)."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
@@ -446,23 +712,24 @@ def _hard_exit(code):
     os._exit(code)
 
 
-def supervise(sock, app, max_body, workers):
+def supervise(sock: socket.socket, app: Any, max_body: int, workers: int) -> int:
     """Pre-fork: run ``workers`` processes on ``sock``, restart those that die, stop them on
     SIGTERM/SIGINT. Returns 0, or 5 if a worker could not load the model."""
     parent = os.getpid()
-    children = {}
-    state = {"stopping": False, "code": EXIT_OK}
+    children: dict[int, float] = {}
+    stopping: set[str] = set()
+    result = [EXIT_OK]
     signals = {signal.SIGTERM, signal.SIGINT}
 
-    def stop_all(signum=None, frame=None):
+    def stop_all(signum: Any = None, frame: Any = None) -> None:
         if os.getpid() != parent:
             return
-        state["stopping"] = True
+        stopping.add("yes")
         for pid in list(children):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGTERM)
 
-    def spawn():
+    def spawn() -> None:
         # Signals are blocked across fork so that neither process handles one half-set-up.
         signal.pthread_sigmask(signal.SIG_BLOCK, signals)
         try:
@@ -470,7 +737,9 @@ def supervise(sock, app, max_body, workers):
             if pid == 0:
                 code = 1
                 try:
-                    code = run_worker(sock, app, max_body, parent_pid=parent)[0]
+                    code = run_worker(
+                        sock, app, max_body, parent_pid=parent, accept_while_loading=False
+                    )[0]
                 except BaseException:
                     traceback.print_exc()
                 finally:
@@ -493,30 +762,26 @@ def supervise(sock, app, max_body, workers):
         if started is None:
             continue
         code = _exit_code(status)
-        if state["stopping"]:
+        if stopping:
             continue
         if code == EXIT_MODEL:
             _log("worker %d could not load the model; stopping" % pid)
-            state["code"] = EXIT_MODEL
+            result[0] = EXIT_MODEL
             stop_all()
             continue
         _log("worker %d exited with %s; starting another" % (pid, code))
-        if time.monotonic() - started < 1.0:
-            time.sleep(1.0)
-        if not state["stopping"]:
+        if time.monotonic() - started < RESTART_BACKOFF_SECONDS:
+            time.sleep(RESTART_BACKOFF_SECONDS)  # a worker dying at once must not spin
+        if not stopping:
             spawn()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock.close()
-    return state["code"]
+    return result[0]
 
 
-def serve(app, host, port, workers=1, max_body=100 * 1024 * 1024):
+def serve(app: Any, host: str, port: int, workers: int = 1, max_body: int = 100 << 20) -> int:
     """Bind, announce ``listening on http://HOST:PORT`` on stderr, and serve until stopped."""
-    try:
-        sock = bind(host, port)
-    except OSError as exc:
-        _log("error: cannot listen on %s:%s: %s" % (host, port, exc))
-        return 1
+    sock = bind(host, port)
     _log("listening on %s" % _url(host, sock.getsockname()[1]))
     if workers > 1 and not hasattr(os, "fork"):
         _log("warning: this platform cannot fork; serving with one worker")
