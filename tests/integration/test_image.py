@@ -373,7 +373,7 @@ def test_container_serves_mlflow_predictions(name, images, docker_engine, reques
         status, answer = http(f"{base}/invocations", json.dumps(body).encode())
         assert status == 200, answer
         assert json.loads(answer)["predictions"] == want
-        status, version = http(f"{base}/version")
+        status, version = http(f"{base}/metadata")
         assert status == 200
         assert json.loads(version)["python_version"].startswith(minor + ".")
         status, doc = http(f"{base}/openapi.json")
@@ -782,9 +782,7 @@ def test_context_is_complete_and_another_builder_builds_it(
         "model/serving_input_example.json",
         "model/weights-link.bin",
         "pylock.toml",
-        "runtime/openapi.py",
-        "runtime/runner.py",
-        "runtime/server.py",
+        *sorted(f"runtime/{p.name}" for p in (REPO / "envbuild" / "runtime").glob("*.py")),
     ]
     assert not (context / "model" / "weights-link.bin").is_symlink()
     assert (context / "model" / "data" / "weights.bin").stat().st_mode & 0o777 == 0o644
