@@ -150,7 +150,6 @@ class ServingApp:
         self.meta = meta
         self.backend: Backend | None = None
         self._openapi: bytes | None = None
-        self._metadata: bytes | None = None
         self.mlflow_present = mlflow_compat.available()
         installed = mlflow_compat.installed_version() if self.mlflow_present else None
         self.mlflow_version = installed
@@ -170,17 +169,15 @@ class ServingApp:
         assert self.backend is not None
         return self.backend.score(body, kind).encode("utf-8")
 
-    def metadata(self) -> bytes:
-        if self._metadata is None:
-            info = {
-                "model_uuid": self.meta.get("model_uuid"),
-                "run_id": self.meta.get("run_id"),
-                "python_version": platform.python_version(),
-                "mlflow_version": self.mlflow_version,
-                "runner_version": RUNNER_VERSION,
-            }
-            self._metadata = json.dumps(info).encode()
-        return self._metadata
+    def metadata(self, state: dict[str, Any]) -> bytes:
+        """``/metadata``: the worker's ``state`` (status, pid, error) and the versions."""
+        info = dict(state)
+        info["model_uuid"] = self.meta.get("model_uuid")
+        info["run_id"] = self.meta.get("run_id")
+        info["python_version"] = platform.python_version()
+        info["mlflow_version"] = self.mlflow_version
+        info["runner_version"] = RUNNER_VERSION
+        return json.dumps(info).encode()
 
     def openapi(self) -> bytes:
         if self._openapi is None:

@@ -310,15 +310,7 @@ def build_openapi(meta: Meta, runner_version: str = "1") -> dict[str, Any]:
             "stack_trace": {"type": "string", "description": "only with ENVBUILD_DEBUG=1"},
         },
     }
-    schemas["Health"] = {
-        "type": "object",
-        "properties": {
-            "status": {"type": "string", "enum": ["ok", "loading", "failed"]},
-            "pid": {"type": "integer"},
-            "error": {"type": "string"},
-        },
-    }
-    schemas["Metadata"] = {
+    versions: Schema = {
         "type": "object",
         "properties": {
             name: {"type": "string", "nullable": True}
@@ -331,6 +323,10 @@ def build_openapi(meta: Meta, runner_version: str = "1") -> dict[str, Any]:
             )
         },
     }
+    versions["properties"]["status"] = {"type": "string", "enum": ["ok", "loading", "failed"]}
+    versions["properties"]["pid"] = {"type": "integer"}
+    versions["properties"]["error"] = {"type": "string", "description": "why loading failed"}
+    schemas["Metadata"] = versions
     uuid = meta.get("model_uuid")
     errors = {
         "400": _json_response(
@@ -381,16 +377,7 @@ def build_openapi(meta: Meta, runner_version: str = "1") -> dict[str, Any]:
                 }
             },
             "/ping": _probe("ping", "200 once the model is loaded, 503 before"),
-            "/health": {
-                "get": {
-                    "summary": "Model status as JSON (HEAD: the status code only)",
-                    "operationId": "health",
-                    "responses": {
-                        "200": _json_response("ready", "Health"),
-                        "503": _json_response("not ready", "Health"),
-                    },
-                }
-            },
+            "/health": _probe("health", "the same as /ping"),
             "/version": {
                 "get": {
                     "summary": "The MLflow version serving the model, as a bare string "
@@ -407,7 +394,7 @@ def build_openapi(meta: Meta, runner_version: str = "1") -> dict[str, Any]:
             },
             "/metadata": {
                 "get": {
-                    "summary": "Model and runtime versions as JSON",
+                    "summary": "The model's status, model and runtime versions as JSON",
                     "operationId": "metadata",
                     "responses": {"200": _json_response("versions", "Metadata")},
                 }

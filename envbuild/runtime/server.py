@@ -8,8 +8,8 @@ itself (a garbage request line, headers too large, a body over the limit) is JSO
 application's errors.
 
 Routes (as ``mlflow models serve``, see ``openapi.py``): ``GET /ping`` and ``/health`` (also
-``HEAD``), ``GET /version`` (MLflow's bare version string), ``GET /metadata`` (model and runtime
-versions as JSON), ``GET /openapi.json``, ``POST /invocations``.
+``HEAD``), ``GET /version`` (MLflow's bare version string), ``GET /metadata`` (the model's
+status, model and runtime versions as JSON), ``GET /openapi.json``, ``POST /invocations``.
 
 Processes: with one worker, the process serves while the model loads in a background thread, and
 ``/ping`` answers 503 until it is ready. With ``workers > 1`` the parent binds the socket and forks
@@ -487,17 +487,15 @@ class Connection:
         worker = self.worker
         app = worker.app
         ready = worker.ready.is_set()
-        if path == "/ping":
+        if path in PROBES:  # MLflow's /health is its /ping
             self._send(request, 200 if ready else 503, b"\n", close=close)
-        elif path == "/health":
-            body: dict[str, Any] = {"status": worker.status(), "pid": worker.pid}
-            if worker.load_error:
-                body["error"] = worker.load_error
-            self._send(request, 200 if ready else 503, json.dumps(body).encode(), close=close)
         elif path == "/version":
             self._send(request, 200, app.version, close=close)
         elif path == "/metadata":
-            self._send(request, 200, app.metadata(), close=close)
+            state: dict[str, Any] = {"status": worker.status(), "pid": worker.pid}
+            if worker.load_error:
+                state["error"] = worker.load_error
+            self._send(request, 200, app.metadata(state), close=close)
         else:
             try:
                 document = app.openapi()

@@ -184,7 +184,7 @@ def test_serve_answers_every_endpoint(sklearn_iris_model: Path) -> None:
             except urllib.error.HTTPError as exc:
                 assert exc.code == 503
             time.sleep(0.2)
-        for path in ("/health", "/metadata", "/openapi.json"):
+        for path in ("/metadata", "/openapi.json"):
             with urllib.request.urlopen(base + path, timeout=10) as resp:
                 assert resp.status == 200
                 json.loads(resp.read())
