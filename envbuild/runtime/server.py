@@ -615,7 +615,11 @@ def bind(host: str, port: int) -> socket.socket:
         family, _, _, _, address = infos[0]
         sock = socket.create_server(address[:2], family=family, backlog=128)
     except OSError as exc:
-        reason = (exc.strerror or str(exc)).lower()
+        if isinstance(exc, socket.gaierror) or not exc.errno:
+            reason = exc.strerror or str(exc)
+        else:  # create_server appends the address to strerror; it is in the message already
+            reason = os.strerror(exc.errno)
+        reason = reason.lower()
         raise UsageError("cannot listen on %s:%s: %s" % (host, port, reason)) from None
     sock.setblocking(False)
     return sock

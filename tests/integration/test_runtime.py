@@ -10,8 +10,11 @@ import ast
 import json
 import os
 import platform
+import socket
+import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -430,3 +433,197 @@ def test_chunk_progress_goes_to_a_terminal_stderr_only(runtime_tiny, tmp_path):
     assert result.returncode == 0
     assert result.stdout == b'{"predictions": [' + b", ".join([b"2.5"] * 10) + b"]}"
     assert b"scored 4 rows" in shown and b"scored 10 rows" in shown
+
+
+# ------------------------------------------------------------------------------------------
+# Hostile input: exit 2 naming the file (and line, column), never a traceback
+
+
+def last_line(result) -> str:
+    return result.stderr.decode().strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("literal", ["NaN", "-Infinity", "1e999999"])
+def test_bad_numbers_the_model_fails_on_are_bad_input_with_their_place(
+    runtime_sklearn, tmp_path, literal
+):
+    row = '{"sepal length (cm)": ' + literal + ', "sepal width (cm)": 3.5, '
+    row += '"petal length (cm)": 1.4, "petal width (cm)": 0.2}'
+    path = write(tmp_path, "nan.json", '{"dataframe_records": [\n' + row + "]}")
+    result = rm.run_runner("predict", "--model", runtime_sklearn, "--input", path)
+    assert result.returncode == 2, result.stderr
+    line = last_line(result)
+    assert line.startswith(f"error: {path}:2:23: {literal} is not a number"), line
+    assert "Traceback" not in result.stderr.decode()
+
+
+def test_bad_number_in_a_csv_names_line_and_column(runtime_sklearn, tmp_path):
+    header = ",".join(rm.iris_frame()[0].columns)
+    path = write(tmp_path, "iris.csv", f"{header}\n5.1,3.5,1.4,0.2\n5.1,inf,1.4,0.2\n")
+    result = rm.run_runner("predict", "--model", runtime_sklearn, "--input", path)
+    assert result.returncode == 2, result.stderr
+    assert last_line(result).startswith(
+        f"error: {path}:3: column 'sepal width (cm)': inf is not a number"
+    )
+
+
+def test_uncastable_csv_cell_names_line_and_column(runtime_sklearn, tmp_path):
+    header = ",".join(rm.iris_frame()[0].columns)
+    path = write(tmp_path, "iris.csv", f"{header}\n5.1,3.5,1.4,0.2\n5.1,wide,1.4,0.2\n")
+    for env in ({}, NO_MLFLOW):
+        result = rm.run_runner("predict", "--model", runtime_sklearn, "--input", path, env=env)
+        assert result.returncode == 2, result.stderr
+        assert last_line(result).startswith(
+            f"error: {path}:3: column 'sepal width (cm)': cannot convert 'wide' to double"
+        ) or (env and "needs mlflow" in last_line(result))
+
+
+def test_no_rows_is_bad_input(runtime_sklearn):
+    body = {"dataframe_split": {"columns": list(rm.iris_frame()[0].columns), "data": []}}
+    result = rm.run_runner("predict", "--model", runtime_sklearn, stdin=json.dumps(body).encode())
+    assert result.returncode == 2
+    assert last_line(result).startswith("error: <stdin>: the input has no rows")
+
+
+@pytest.mark.parametrize("env", [{}, NO_MLFLOW], ids=["mlflow", "plain"])
+def test_deeply_nested_json_is_bad_input_naming_the_file(runtime_tiny, tmp_path, env):
+    path = write(tmp_path, "deep.json", '{"inputs": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    result = rm.run_runner("predict", "--model", runtime_tiny, "--input", path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert last_line(result).startswith(f"error: {path}: the input nests deeper")
+    assert b"RecursionError" not in result.stderr.replace(b"(maximum recursion", b"")
+
+
+def test_json_syntax_error_names_line_and_column(runtime_tiny, tmp_path):
+    path = write(tmp_path, "bad.json", '{"inputs":\n  {"a": [1.0,], "b": [1]}}')
+    for env in ({}, NO_MLFLOW):
+        result = rm.run_runner("predict", "--model", runtime_tiny, "--input", path, env=env)
+        assert result.returncode == 2
+        assert last_line(result).startswith(f"error: {path}:2:14: "), last_line(result)
+
+
+def test_byte_order_mark_is_accepted(runtime_tiny, tmp_path):
+    path = tmp_path / "bom.json"
+    path.write_bytes(b'\xef\xbb\xbf{"inputs": {"a": [2.0], "b": [1]}}')
+    for env in ({}, NO_MLFLOW):
+        result = rm.run_runner("predict", "--model", runtime_tiny, "--input", path, env=env)
+        assert (result.returncode, result.stdout) == (0, b'{"predictions": [3.0]}'), result.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# --output PATH
+
+TINY_INPUT = b'{"inputs": {"a": [2.0], "b": [1]}}'
+TINY_OUTPUT = b'{"predictions": [3.0]}'
+
+
+def predict_to(model, output, **kwargs):
+    return rm.run_runner(
+        "predict", "--model", model, "--output", output, stdin=TINY_INPUT, env=NO_MLFLOW, **kwargs
+    )
+
+
+def test_output_through_a_symlink_replaces_the_file_it_points_to(runtime_tiny, tmp_path):
+    target = tmp_path / "real.json"
+    target.write_text("old")
+    target.chmod(0o640)
+    link = tmp_path / "link.json"
+    link.symlink_to(target.name)
+    result = predict_to(runtime_tiny, link)
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink() and target.read_bytes() == TINY_OUTPUT
+    assert target.stat().st_mode & 0o777 == 0o640  # an existing file keeps its mode
+
+
+def test_output_to_a_fifo_is_streamed(runtime_tiny, tmp_path):
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    result = predict_to(runtime_tiny, fifo)
+    reader.join(60)
+    assert result.returncode == 0, result.stderr
+    assert got == [TINY_OUTPUT]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # written to, never replaced
+
+
+def test_output_to_dev_stdout_is_standard_output(runtime_tiny):
+    result = predict_to(runtime_tiny, "/dev/stdout")
+    assert (result.returncode, result.stdout) == (0, TINY_OUTPUT), result.stderr
+
+
+def test_output_to_a_folder_is_refused(runtime_tiny, tmp_path):
+    result = predict_to(runtime_tiny, tmp_path)
+    assert result.returncode == 2
+    assert last_line(result) == f"error: {tmp_path}: cannot write output: it is a folder"
+
+
+def test_a_killed_run_leaves_no_temporary_file_after_the_next_run(runtime_tiny, tmp_path):
+    gate = rm.Gate(tmp_path / "gate")  # never released: the run is killed while predicting
+    out = tmp_path / "out" / "predictions.json"
+    out.parent.mkdir()
+    args = [str(rm.DEV_PYTHON), str(rm.RUNNER), "predict", "--model", str(runtime_tiny)]
+    args += ["--output", str(out)]
+    env = rm.subprocess_env(dict(NO_MLFLOW, RUNTIME_TEST_PREDICT_GATE=str(gate)))
+    killed = subprocess.Popen(
+        args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    killed.stdin.write(TINY_INPUT)
+    killed.stdin.close()
+    log = rm.ServerLog(killed.stderr, tmp_path / "killed.log")
+    log.wait_for("gate: predict waiting")
+    killed.kill()
+    killed.wait()
+    log.join()
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".predictions-")]
+    result = predict_to(runtime_tiny, out)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == ["predictions.json"]
+    assert out.read_bytes() == TINY_OUTPUT
+
+
+# ------------------------------------------------------------------------------------------
+# Command-line values: exit 2, one line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["serve", "--port", "99999"], "error: argument --port: 99999 is not a port number"),
+        (["serve", "--port", "-1"], "error: argument --port: -1 is not a port number"),
+        (["serve", "--workers", "0"], "error: argument --workers: 0 must be at least 1"),
+        (["predict", "--chunk-rows", "0"], "error: argument --chunk-rows: 0 must be at least 1"),
+    ],
+)
+def test_bad_option_values_exit_2_on_one_line(runtime_tiny, args, message):
+    result = rm.run_runner(*args, "--model", runtime_tiny, stdin=b"")
+    assert result.returncode == 2
+    assert result.stderr.decode().splitlines() == [result.stderr.decode().strip()]
+    assert result.stderr.decode().startswith(message)
+
+
+def test_zero_workers_from_the_environment_exit_2(runtime_tiny):
+    result = rm.run_runner("serve", "--model", runtime_tiny, env={"ENVBUILD_WORKERS": "0"})
+    assert result.returncode == 2
+    assert (
+        last_line(result) == "error: environment variable ENVBUILD_WORKERS='0' must be at least 1"
+    )
+
+
+def test_a_busy_port_or_a_bad_host_exit_2_naming_host_and_port(runtime_tiny):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = rm.run_runner(
+            "serve", "--model", runtime_tiny, "--port", port, "--host", "127.0.0.1", env=NO_MLFLOW
+        )
+    assert result.returncode == 2
+    assert result.stderr.decode() == (
+        f"error: cannot listen on 127.0.0.1:{port}: address already in use\n"
+    )
+    result = rm.run_runner("serve", "--model", runtime_tiny, "--host", "no-such-host.invalid")
+    assert result.returncode == 2
+    assert last_line(result).startswith("error: cannot listen on no-such-host.invalid:8080: ")
+    assert "unknown error" not in last_line(result)

@@ -117,6 +117,8 @@ def test_server_on_python_38(runtime_py38, runtime_tiny, tmp_path):
         version = json.loads(server.request("GET", "/metadata")[2])
         assert version["python_version"].startswith("3.8.")
         assert version["mlflow_version"] is None
+        status, _, body = server.post(b"PAR1", "application/vnd.apache.parquet")
+        assert status == 415 and b"pyarrow" in body  # pandas without a Parquet engine
         doc = json.loads(server.request("GET", "/openapi.json")[2])
         pytest.importorskip("openapi_spec_validator").validate(doc)
     finally:

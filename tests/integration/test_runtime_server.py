@@ -7,6 +7,7 @@ Responses to /invocations are compared with what MLflow's own scoring server ans
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import platform
@@ -459,3 +460,94 @@ def test_openapi_for_other_signatures(case):
     if bad is not None:
         assert not check.is_valid(bad)
     assert not check.is_valid({"dataframe_split": {}, "inputs": []})
+
+
+# ------------------------------------------------------------------------------------------
+# The transport: every answer JSON, one send per response, keep-alive
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """Send ``data`` on a new connection and read until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(data)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def split_response(answer: bytes):
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    headers = dict(
+        line.decode().split(": ", 1) for line in head.split(b"\r\n")[1:] if b": " in line
+    )
+    return status, headers, body
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /ping HTTP/9.9\r\n\r\n", 505),
+        (b"GET /ping HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+        (b"GET /ping HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431),
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
+        (b"POST /invocations HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400),
+    ],
+    ids=["garbage", "http-version", "long-header", "many-headers", "long-target", "bad-length"],
+)
+def test_transport_errors_are_json(sk_server, request_bytes, status):
+    got, headers, body = split_response(raw_exchange(sk_server.port, request_bytes))
+    assert got == status
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Connection"] == "close"
+    assert json.loads(body)["error_code"]
+
+
+def test_head_requests(sk_server):
+    assert sk_server.request("HEAD", "/ping")[::2] == (200, b"")
+    assert sk_server.request("HEAD", "/health")[::2] == (200, b"")
+    status, headers, body = sk_server.request("HEAD", "/invocations")
+    assert (status, body, headers["Allow"]) == (405, b"", "POST")
+    assert headers["Content-Type"] == "application/json"
+    assert sk_server.request("HEAD", "/version")[0] == 405
+
+
+def test_body_over_the_limit_without_expect_continue_gets_413_not_a_reset(sk_server):
+    body = b"x" * (LIMIT * 4)
+    request = (
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    status, _headers, answer = split_response(raw_exchange(sk_server.port, request + body))
+    assert (status, json.loads(answer)["error_code"]) == (413, "REQUEST_LIMIT_EXCEEDED")
+
+
+def test_keep_alive_answers_each_request_in_one_send(sk_server):
+    """Several requests on one connection; each response arrives whole in one segment."""
+    body = json.dumps(iris_payloads()["inputs"]).encode()
+    request = (
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with socket.create_connection(("127.0.0.1", sk_server.port), timeout=30) as conn:
+        for _ in range(3):
+            conn.sendall(request)
+            answer = conn.recv(65536)
+            status, headers, got = split_response(answer)
+            assert status == 200 and "Connection" not in headers
+            assert got == b'{"predictions": [0, 1, 2]}'
+
+
+def test_parquet_and_byte_order_marks_are_accepted(sk_server, runtime_sklearn):
+    import pandas as pd
+
+    x, _ = rm.iris_frame()
+    buffer = io.BytesIO()
+    x.iloc[[0, 60, 120]].to_parquet(buffer)
+    status, _, body = sk_server.post(buffer.getvalue(), "application/vnd.apache.parquet")
+    assert (status, body) == (200, b'{"predictions": [0, 1, 2]}')
+    bom = b"\xef\xbb\xbf" + json.dumps(iris_payloads()["dataframe_split"]).encode()
+    assert sk_server.post(bom)[::2] == (200, b'{"predictions": [0, 1, 2]}')
+    assert pd  # pandas and pyarrow are in the dev environment
