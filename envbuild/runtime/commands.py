@@ -192,6 +192,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     workers = args.workers if args.workers is not None else env_int("ENVBUILD_WORKERS", 1, 1)
     max_body = env_int("ENVBUILD_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1)
+    env_int("ENVBUILD_THREADS", 1, 1)  # scoring threads per worker, read by the server
     meta = read_mlmodel(args.model)
     app = ServingApp(args.model, meta)
     return server.serve(app, args.host, args.port, workers, max_body)
