@@ -125,16 +125,22 @@ def test_only_mlflow_compat_touches_mlflow_internals():
 
 def test_runner_works_when_copied_alone(tmp_path, runtime_tiny):
     runner = rm.copy_runtime(tmp_path / "runtime")
+    before = sorted(p.name for p in runner.parent.iterdir())
+    # Python's defaults: bytecode written next to the sources, unless the loader refuses
+    env = dict(NO_MLFLOW, PYTHONPYCACHEPREFIX="")
     result = rm.run_runner(
         "predict",
         "--model",
         runtime_tiny,
         runner=runner,
-        env=NO_MLFLOW,
+        env=env,
         stdin=b'{"inputs": {"a": [2.0], "b": [1]}}',
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == b'{"predictions": [3.0]}'
+    info = rm.run_runner("info", "--model", runtime_tiny, runner=runner, env=env)
+    assert info.returncode == 0, info.stderr
+    assert sorted(p.name for p in runner.parent.iterdir()) == before  # nothing written there
 
 
 # ------------------------------------------------------------------------------------------
