@@ -128,6 +128,7 @@ class ModelSpec:
     databricks_runtime: str | None
     metadata: Mapping[str, Any] | None
     warnings: tuple[str, ...] = ()
+    document: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # all of it
 
     @property
     def flavor_names(self) -> list[str]:
@@ -402,5 +403,6 @@ def load_model(model: str | os.PathLike[str]) -> ModelSpec:
         artifact_path=_text_field(doc, "artifact_path", mlmodel),
         databricks_runtime=_text_field(doc, "databricks_runtime", mlmodel),
         metadata=_freeze(metadata) if metadata is not None else None,
+        document=_freeze(doc),
         warnings=tuple(warnings),
     )

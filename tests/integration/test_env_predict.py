@@ -184,7 +184,7 @@ def test_serve_answers_every_endpoint(sklearn_iris_model: Path) -> None:
             except urllib.error.HTTPError as exc:
                 assert exc.code == 503
             time.sleep(0.2)
-        for path in ("/health", "/version", "/openapi.json"):
+        for path in ("/metadata", "/openapi.json"):
             with urllib.request.urlopen(base + path, timeout=10) as resp:
                 assert resp.status == 200
                 json.loads(resp.read())
@@ -236,11 +236,12 @@ def test_bad_input_file_exits_2(sklearn_iris_model: Path, tmp_path: Path) -> Non
 def test_no_interpreter_for_the_model_exits_4(sklearn_iris_model: Path, tmp_path: Path) -> None:
     import shutil
 
-    model = tmp_path / "py399"
+    # a Python that exists but is not installed here (3.99 does not exist: exit 2 at inspect time)
+    model = tmp_path / "py315"
     shutil.copytree(sklearn_iris_model, model)
     text = (model / "python_env.yaml").read_text()
-    (model / "python_env.yaml").write_text(re.sub(r"python: .*", "python: 3.99.1", text))
+    (model / "python_env.yaml").write_text(re.sub(r"python: .*", "python: 3.15.0", text))
     proc = run_cli("env", str(model))
     assert proc.returncode == 4
-    assert "no Python 3.99.1" in proc.stderr and "installed:" in proc.stderr
+    assert "no Python 3.15.0" in proc.stderr and "installed:" in proc.stderr
     assert "hint:" in proc.stderr

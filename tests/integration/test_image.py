@@ -376,7 +376,7 @@ def test_container_serves_mlflow_predictions(name, images, docker_engine, reques
         status, answer = http(f"{base}/invocations", json.dumps(body).encode())
         assert status == 200, answer
         assert json.loads(answer)["predictions"] == want
-        status, version = http(f"{base}/version")
+        status, version = http(f"{base}/metadata")
         assert status == 200
         assert json.loads(version)["python_version"].startswith(minor + ".")
         status, doc = http(f"{base}/openapi.json")
