@@ -125,3 +125,37 @@ def runtime_mlflow2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = tmp_path_factory.mktemp("mlflow2") / "venv"
     return runtime_models.make_venv(folder, python("3.10"), runtime_models.MLFLOW2_PACKAGES)
+
+
+SAVE_310 = """
+import json, sys
+import mlflow.sklearn
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+X, y = load_iris(return_X_y=True, as_frame=True)
+model = LogisticRegression(max_iter=500).fit(X, y)
+mlflow.sklearn.save_model(model, sys.argv[1], input_example=X.head(5), serialization_format="cloudpickle")
+print(json.dumps(model.predict(X.head(5)).tolist()))
+"""
+
+
+@pytest.fixture(scope="session")
+def sklearn_310_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+    """A model saved by MLflow running on Python 3.10, and the predictions it made there."""
+    import json
+    import subprocess
+
+    from tests.integration import runtime_models
+    from tests.interpreters import python
+
+    root = tmp_path_factory.mktemp("py310")
+    venv = runtime_models.make_venv(
+        root / "venv", python("3.10"), ["mlflow-skinny", "scikit-learn", "pandas"]
+    )
+    out = subprocess.run(
+        [str(venv), "-c", SAVE_310, str(root / "model")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return root / "model", json.loads(out.stdout.strip().splitlines()[-1])

@@ -20,58 +20,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from tests.integration.runtime_models import build_onnx_model, make_venv
+from tests.integration.mlflow_oracle import mlflow_predictions
 
 pytestmark = [pytest.mark.integration, pytest.mark.network, pytest.mark.slow]
 
-PYTHON310 = Path("/root/.pyenv/versions/3.10.13/bin/python")
-
-SAVE_310 = """
-import json, sys
-import mlflow.sklearn
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
-X, y = load_iris(return_X_y=True, as_frame=True)
-model = LogisticRegression(max_iter=500).fit(X, y)
-mlflow.sklearn.save_model(model, sys.argv[1], input_example=X.head(5), serialization_format="cloudpickle")
-print(json.dumps(model.predict(X.head(5)).tolist()))
-"""
-
 
 @pytest.fixture(scope="module")
-def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_onnx_model(tmp_path_factory.mktemp("onnx"))
-
-
-@pytest.fixture(scope="module")
-def sklearn_310_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
-    """A model saved by MLflow running on Python 3.10, and the predictions it made there."""
-    if not PYTHON310.exists():
-        pytest.fail(f"Python 3.10 is needed for this test: {PYTHON310}")
-    root = tmp_path_factory.mktemp("py310")
-    python = make_venv(root / "venv", PYTHON310, ["mlflow-skinny", "scikit-learn", "pandas"])
-    out = subprocess.run(
-        [str(python), "-c", SAVE_310, str(root / "model")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return root / "model", json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def mlflow_predictions(model: Path, request: dict) -> list:
-    """What MLflow itself predicts and writes (in-process: these are trusted test models)."""
-    import io
-
-    import mlflow.pyfunc
-    from mlflow.pyfunc import scoring_server
-
-    loaded = mlflow.pyfunc.load_model(str(model))
-    data, params = scoring_server._split_data_and_params(json.dumps(request))
-    parsed = scoring_server.infer_and_parse_data(data, loaded.metadata.get_input_schema())
-    buffer = io.StringIO()
-    scoring_server.predictions_to_json(loaded.predict(parsed, params=params), buffer)
-    return json.loads(buffer.getvalue())["predictions"]
+def onnx_model(runtime_onnx: Path) -> Path:
+    return runtime_onnx
 
 
 def predict_json(model: Path, *extra: str) -> list:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import calendar
 import contextlib
-import io
 import json
 import os
 import re
@@ -48,14 +47,13 @@ from envbuild.model import load_model
 from tests.conftest import run_cli
 from tests.integration import docker_images
 from tests.integration.docker_images import host_ca_bundle, remove_image, run_in_image
-from tests.integration.runtime_models import make_venv
+from tests.integration.mlflow_oracle import mlflow_predictions
 
 docker_engine = docker_images.docker_engine
 python_slim_images = docker_images.python_slim_images
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.network, pytest.mark.slow]
 
-PYTHON310 = Path("/root/.pyenv/versions/3.10.13/bin/python")
 RUNTIME = Path(__file__).resolve().parents[2] / "envbuild" / "runtime"
 REPO = Path(__file__).resolve().parents[2]
 TEST_REPO = "envbuild-test/image"
@@ -151,19 +149,6 @@ def serving(engine, tag: str, *, workers: int | None = None) -> Iterator[tuple[s
         yield base, container
     finally:
         container.remove(force=True)
-
-
-def mlflow_predictions(model: Path, request: dict) -> list:
-    """What MLflow itself predicts and writes (in-process: these are trusted test models)."""
-    import mlflow.pyfunc
-    from mlflow.pyfunc import scoring_server
-
-    loaded = mlflow.pyfunc.load_model(str(model))
-    data, params = scoring_server._split_data_and_params(json.dumps(request))
-    parsed = scoring_server.infer_and_parse_data(data, loaded.metadata.get_input_schema())
-    buffer = io.StringIO()
-    scoring_server.predictions_to_json(loaded.predict(parsed, params=params), buffer)
-    return json.loads(buffer.getvalue())["predictions"]
 
 
 def saved_image_contains(engine, ref: str, needles: list[bytes]) -> dict[bytes, bool]:
@@ -300,34 +285,6 @@ def tiny_model(tmp_path_factory) -> Path:
 def copy_model(model: Path, dest: Path) -> Path:
     shutil.copytree(model, dest)
     return dest
-
-
-SAVE_310 = """
-import json, sys
-import mlflow.sklearn
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
-X, y = load_iris(return_X_y=True, as_frame=True)
-model = LogisticRegression(max_iter=500).fit(X, y)
-mlflow.sklearn.save_model(model, sys.argv[1], input_example=X.head(5), serialization_format="cloudpickle")
-print(json.dumps(model.predict(X.head(5)).tolist()))
-"""
-
-
-@pytest.fixture(scope="module")
-def sklearn_310_model(tmp_path_factory) -> tuple[Path, list]:
-    """A model saved by MLflow running on Python 3.10, and the predictions it made there."""
-    if not PYTHON310.exists():
-        pytest.fail(f"Python 3.10 is needed for this test: {PYTHON310}")
-    root = tmp_path_factory.mktemp("py310")
-    python = make_venv(root / "venv", PYTHON310, ["mlflow-skinny", "scikit-learn", "pandas"])
-    out = subprocess.run(
-        [str(python), "-c", SAVE_310, str(root / "model")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return root / "model", json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
