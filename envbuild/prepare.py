@@ -10,12 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from envbuild.envs import BuildOptions, Environment, get_backend
 from envbuild.envspec import EnvSpec
 from envbuild.lock.select import LockChoice, select_lock
 from envbuild.model import ModelSpec
 from envbuild.python import Interpreter
+
+if TYPE_CHECKING:
+    from envbuild.sources.source import Provenance
 
 __all__ = ["BuildOptions", "Prepared", "prepare"]
 
@@ -30,6 +34,7 @@ class Prepared:
     environment: Environment
     lock: LockChoice | None
     warnings: tuple[str, ...] = field(default=())
+    source: Provenance | None = None  # where MODEL came from (a folder, a run, a registry version)
 
     @property
     def lock_path(self) -> Path | None:
@@ -47,6 +52,7 @@ class Prepared:
             "lock": str(self.lock_path) if self.lock_path else None,
             "lock_source": self.lock_source,
             "warnings": list(self.warnings),
+            "source": self.source.to_dict() if self.source else None,
         }
 
 

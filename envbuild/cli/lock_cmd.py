@@ -10,8 +10,11 @@ from typing import TYPE_CHECKING
 from envbuild.cli.common import add_json, add_model
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from envbuild.cli.output import Output
     from envbuild.lock import Lock
+    from envbuild.sources import Source
 
 HELP = "pin every package, with hashes, into a PEP 751 pylock.toml"
 
@@ -22,7 +25,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "-o",
         "--output",
         metavar="PATH",
-        help="lock file to write or check (default: MODEL/pylock.toml)",
+        help="lock file to write or check (default: MODEL/pylock.toml; for a MODEL URI, the "
+        "downloaded copy stays read-only and the lock goes to envbuild's cache)",
     )
     parser.add_argument(
         "--python",
@@ -76,7 +80,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_json(parser)
 
 
-def render(lock: Lock, *, checked: bool) -> str:
+def render(lock: Lock, *, checked: bool, source: Source | None = None) -> str:
     from envbuild.cli.output import shown_path
 
     path = shown_path(lock.path) if lock.path else "-"
@@ -87,24 +91,53 @@ def render(lock: Lock, *, checked: bool) -> str:
         f"{path}: {verb}: {len(lock.packages)} packages for Python {lock.python} on {where}{as_of}",
         f"digest {lock.digest}",
     ]
+    if source is not None and source.read_only and not checked and _in_cache(lock, source):
+        lines.append(
+            f"{source.provenance.uri} is a downloaded copy, kept read-only: the lock is in "
+            "envbuild's cache, beside it (-o PATH writes it elsewhere)"
+        )
     return "\n".join(lines)
 
 
+def lock_file(args: argparse.Namespace, source: Source) -> Path | None:
+    """The lock to write or check; None: the model's own ``pylock.toml`` (lock_model's default).
+
+    A downloaded model (a URI) is never written into: ``lock`` writes into its cache entry, and
+    ``--check`` checks the lock the model was logged with, else the one ``lock`` wrote.
+    """
+    from envbuild.lock import PYLOCK_NAME
+    from envbuild.sources import model_cache
+
+    if args.output is not None or not source.read_only or source.cache_entry is None:
+        return args.output
+    if args.check and (source.path / PYLOCK_NAME).is_file():
+        return None
+    return model_cache.lock_file(source.cache_entry)
+
+
+def _in_cache(lock: Lock, source: Source) -> bool:
+    return (
+        source.cache_entry is not None
+        and lock.path is not None
+        and (lock.path.parent == source.cache_entry)
+    )
+
+
 def run(args: argparse.Namespace, out: Output) -> int:
-    from envbuild.cli.common import load_specs
+    from envbuild.cli.common import load_source
     from envbuild.lock import check_lock, lock_model
 
-    spec, env = load_specs(args)
+    loaded = load_source(args, out)
+    spec, env, source = loaded.spec, loaded.env, loaded.source
     for warning in (*spec.warnings, *env.warnings):
         out.warn(warning)
+    output = lock_file(args, source)
     if args.check:
-        result = check_lock(
-            spec, args.output, python=args.python, platforms=args.platforms, env=env
-        )
+        result = check_lock(spec, output, python=args.python, platforms=args.platforms, env=env)
     else:
         result = lock_model(
             spec,
-            output=args.output,
+            output=output,
             python=args.python,
             platforms=args.platforms,
             as_of=args.as_of,
@@ -120,5 +153,6 @@ def run(args: argparse.Namespace, out: Output) -> int:
         out.warn(warning)
     data = result.to_dict()
     data["checked"] = bool(args.check)
-    out.result(data, lambda: render(result, checked=args.check))
+    data["source"] = source.provenance.to_dict()
+    out.result(data, lambda: render(result, checked=args.check, source=source))
     return 0
