@@ -13,6 +13,7 @@ from envbuild.cli.common import add_json, add_model
 if TYPE_CHECKING:
     from envbuild.cli.output import Output
     from envbuild.image import ImageResult
+    from envbuild.sources import Provenance
 
 HELP = "build a Docker image that serves the model"
 
@@ -77,7 +78,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from envbuild.cli.common import load_specs
+    from envbuild.cli.common import load_source
     from envbuild.image import (
         ImageOptions,
         ImageResult,
@@ -97,8 +98,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
         labels=parse_labels(args.label),
         offline=args.offline,
     )
-    spec, env = load_specs(args)
-    plan = plan_image(spec, env, options, on_progress=out.progress)
+    loaded = load_source(args, out)
+    source = loaded.source.provenance
+    plan = plan_image(loaded.spec, loaded.env, options, source=source, on_progress=out.progress)
     out.clear_progress()
     for warning in plan.warnings:
         out.warn(warning)
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         )
     else:
         result = build_image(plan, nocache=args.no_cache, on_progress=out.progress)
-    out.result(result.to_dict(), lambda: _text(result))
+    out.result({**result.to_dict(), "source": source.to_dict()}, lambda: _text(result, source))
     return 0
 
 
@@ -124,7 +126,7 @@ def _size(size: int | None) -> str:
     return f"{size / 1e6:.0f} MB" if size else "-"
 
 
-def _text(result: ImageResult) -> str:
+def _text(result: ImageResult, source: Provenance | None = None) -> str:
     plan = result.plan
     lock = (
         "the model's pylock.toml"
@@ -145,6 +147,9 @@ def _text(result: ImageResult) -> str:
             f"image     {plan.tag}  ({_size(result.size)}, built in {result.seconds:.1f} s, {cache})"
         )
         rows.append(f"id        {result.image_id}")
+    if source is not None and not source.is_local:
+        resolved = f" -> {source.resolved_uri}" if source.resolved_uri != source.uri else ""
+        rows.append(f"model     {source.uri}{resolved}")
     rows += [
         f"base      {plan.base_image}  ({_base_python(result)}, {plan.platform.name})",
         f"lock      {plan.lock.digest}  ({lock})",
