@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from envbuild.envs import Environment, get_backend
 from envbuild.envspec import EnvSpec
@@ -29,6 +29,9 @@ from envbuild.errors import (
 )
 from envbuild.lock.select import LockChoice
 from envbuild.model import ModelSpec
+
+if TYPE_CHECKING:
+    from envbuild.sources import Provenance
 
 EXPECTED_OUTPUT = "envbuild_expected_output.json"
 STEPS = ("lock", "build", "verify", "predict", "compare")
@@ -70,6 +73,7 @@ class Report:
     drift: list[dict[str, str | None]] = field(default_factory=list)
     partial: list[str] = field(default_factory=list)  # what was not checked, and why
     allow_partial: bool = False
+    source: Provenance | None = None  # where MODEL came from (a URI's resolved version)
 
     @property
     def exit_code(self) -> int:
@@ -106,6 +110,7 @@ class Report:
             "steps": [s.to_dict() for s in self.steps],
             "drift": self.drift,
             "warnings": self.warnings,
+            "source": self.source.to_dict() if self.source else None,
         }
 
 
@@ -267,6 +272,7 @@ class Reproduction:
         python: str | None = None,
         allow_partial: bool = False,
         on_progress: Callable[[str], None] | None = None,
+        source: Provenance | None = None,
     ) -> None:
         from envbuild.envs import BuildOptions
 
@@ -275,12 +281,14 @@ class Reproduction:
         self.rtol = rtol
         self.options = BuildOptions(kind=kind, python=python)
         self.progress = on_progress or (lambda _msg: None)
+        remote = source is not None and not source.is_local
         self.report = Report(
-            model=str(model.path),
+            model=source.uri if source is not None and remote else str(model.path),
             kind=kind,
             steps=[Step(name) for name in STEPS],
             warnings=[*model.warnings, *env.warnings],
             allow_partial=allow_partial,
+            source=source,
         )
         self.choice: LockChoice | None = None
         self.environment: Environment | None = None
@@ -309,10 +317,14 @@ class Reproduction:
             step.details["lock"] = str(self.choice.lock.path)
             step.details["source"] = "resolved"
             self.report.partial.append("the model has no pylock.toml: its lock was resolved today")
+            advice = (
+                f"run `envbuild lock {self.model.path}` and commit the lock"
+                if self.report.source is None or self.report.source.is_local
+                else "log the model with its lock: `envbuild capture --write` where it is logged"
+            )
             self.report.warnings.append(
                 f"the model has no {PYLOCK_NAME}: envbuild resolved one today, so this result is "
-                f"not reproducible from the model alone (run `envbuild lock {self.model.path}` "
-                "and commit the lock)"
+                f"not reproducible from the model alone ({advice})"
             )
         lk = self.choice.lock
         step.details.update(digest=lk.digest, python=lk.python, packages=len(lk.packages))
@@ -454,8 +466,12 @@ def reproduce(
     python: str | None = None,
     allow_partial: bool = False,
     on_progress: Callable[[str], None] | None = None,
+    source: Provenance | None = None,
 ) -> Report:
-    """Run the five steps on ``model``; never raises for the model's own problems (see Report)."""
+    """Run the five steps on ``model``; never raises for the model's own problems (see Report).
+
+    ``source``: where a model given as a URI came from; the report names it (not the folder it
+    was downloaded to) and carries its provenance."""
     if env is None:
         from envbuild.envspec import read_env
 
@@ -468,6 +484,7 @@ def reproduce(
         python=python,
         allow_partial=allow_partial,
         on_progress=on_progress,
+        source=source,
     ).run()
 
 

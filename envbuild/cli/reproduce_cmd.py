@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from envbuild.cli.common import add_json, add_kind, tolerance
+from envbuild.cli.common import add_json, add_kind, add_models, tolerance
 from envbuild.envs.base import REPRODUCE
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ MARK = {"passed": "ok  ", "failed": "FAIL", "skipped": "skip"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("models", nargs="+", metavar="MODEL", help="model folder(s)")
+    add_models(parser)
     add_kind(parser, REPRODUCE)
     parser.add_argument(
         "--tolerance",
@@ -45,7 +45,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def render(report: Report) -> str:
+    from envbuild.cli.output import source_lines
+
     lines = [f"reproduce {report.model} ({report.kind})"]
+    if report.source is not None:
+        lines += [f"  {line}" for line in source_lines(report.source)]
     for step in report.steps:
         line = f"  {MARK[step.status]} {step.name:<8} {step.seconds:6.1f} s"
         if step.message:
@@ -77,15 +81,19 @@ def render(report: Report) -> str:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
+    from envbuild.cli.common import open_source
     from envbuild.junit import write_junit
     from envbuild.model import load_model
     from envbuild.reproduction import reproduce
 
     reports = []
     for model in args.models:
-        spec = load_model(model)  # a model that cannot be read at all is exit 2
+        # a model that cannot be read at all is exit 2, one that cannot be reached exit 3
+        source = open_source(args, out, model)
+        spec = load_model(source.path)
         report = reproduce(
             spec,
+            source=source.provenance,
             kind=args.kind,
             rtol=args.tolerance,
             python=args.python,
