@@ -230,3 +230,16 @@ def test_image_labels_name_the_resolved_version_and_the_label_option_wins():
     assert labels["org.opencontainers.image.description"].startswith("MLflow model iris served")
     plain = image_labels(spec, lk, "sha256:0", "python:3.11-slim", "scorer:1", {})
     assert not any(k in plain for k in ("envbuild.model.uri", "envbuild.model.version"))
+
+
+def test_bytecode_the_models_code_leaves_is_not_part_of_the_model(cached: Cached):
+    """Running a model's code makes Python write ``__pycache__`` beside it, even in a
+    downloaded copy; the model's digest (its image tag and layer) must not change for that."""
+    from envbuild.image.context import model_digest, model_files
+
+    before = model_digest(cached.folder)
+    pycache = cached.folder / "code" / "__pycache__"
+    pycache.mkdir(parents=True)
+    (pycache / "loader.cpython-311.pyc").write_bytes(b"\x00bytecode")
+    assert model_digest(cached.folder) == before
+    assert not any("__pycache__" in rel for rel, _, _ in model_files(cached.folder))
