@@ -57,15 +57,34 @@ def files(folder: Path) -> dict[str, bytes]:
 
 
 def test_every_command_taking_model_has_the_source_options():
+    """Any command with a MODEL argument (today's and those added later) takes a URI's
+    --tracking-uri/--registry-uri, because it gets MODEL from cli.common.add_model(s)."""
+    import argparse
+
     parser = build_parser()
-    takes_model = [c for c in COMMANDS if c != "ci-template"]
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    taking_model = {
+        name
+        for name, command in sub.choices.items()
+        if any(a.metavar == "MODEL" and not a.option_strings for a in command._actions)
+    }
+    assert taking_model >= {
+        "inspect",
+        "lock",
+        "env",
+        "predict",
+        "serve",
+        "run",
+        "capture",
+        "image",
+        "reproduce",
+    }
+    taking_model.discard("ci-template")  # names models in the job it prints, opens none
+    assert set(COMMANDS) - taking_model >= {"ci-template", "cache"}
     options = ["--tracking-uri", "http://t", "--registry-uri", "http://r"]
-    for command in takes_model:
+    for command in sorted(taking_model):
         models = ["models:/a/1", "models:/b@x"] if command == "reproduce" else ["m"]
-        if command == "run":  # its COMMAND takes every word after MODEL
-            args = parser.parse_args([command, *options, *models, "--", "true"])
-        else:
-            args = parser.parse_args([command, *models, *options])
+        args = parser.parse_args([command, *models, *options])  # (run's `-- CMD` is cut first)
         assert (args.tracking_uri, args.registry_uri) == ("http://t", "http://r"), command
     assert parser.parse_args(["reproduce", "models:/a/1", "x"]).models == ["models:/a/1", "x"]
 
