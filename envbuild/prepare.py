@@ -7,9 +7,10 @@ lock from the one lock policy (``lock.select``), and nothing here knows which ki
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from envbuild.envs import BuildOptions, Environment, get_backend
 from envbuild.envspec import EnvSpec
@@ -30,6 +31,7 @@ class Prepared:
     environment: Environment
     lock: LockChoice | None
     warnings: tuple[str, ...] = field(default=())
+    details: Mapping[str, Any] = field(default_factory=dict)  # the backend's plan, for reports
 
     @property
     def lock_path(self) -> Path | None:
@@ -47,6 +49,7 @@ class Prepared:
             "lock": str(self.lock_path) if self.lock_path else None,
             "lock_source": self.lock_source,
             "warnings": list(self.warnings),
+            **self.details,
         }
 
 
@@ -71,7 +74,13 @@ def prepare(
     environment = backend.build(plan, model, env, choice, options, on_progress=on_progress)
     _record_use(model, environment, choice)
     return Prepared(
-        model, env, plan.interpreter, environment, choice, tuple(dict.fromkeys(warnings))
+        model,
+        env,
+        plan.interpreter,
+        environment,
+        choice,
+        tuple(dict.fromkeys(warnings)),
+        plan.details,
     )
 
 
