@@ -63,6 +63,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     create.add_argument(
         "--offline", action="store_true", help="resolve and install from the local caches only"
     )
+    image = create.add_argument_group("built as a Docker image (--as-image)")
+    image.add_argument(
+        "--as-image",
+        action="store_true",
+        help="build a Docker image holding the lock (for linux on this machine's architecture) "
+        "instead of a virtualenv",
+    )
+    image.add_argument("--base-image", metavar="IMAGE", help="default: python:X.Y-slim")
+    image.add_argument(
+        "--ca-cert",
+        type=Path,
+        metavar="FILE",
+        help="CA bundle the build stage trusts (default: $SSL_CERT_FILE, else $PIP_CERT)",
+    )
+    image.add_argument(
+        "--network", default="host", metavar="MODE", help="the build's network (default: host)"
+    )
     add_json(create)
 
     listing = actions.add_parser("list", help="the environments and their versions")
@@ -112,7 +129,15 @@ def _create(args: argparse.Namespace, out: Output, registry: Any) -> int:
         compile_bytecode=args.compile_bytecode,
         offline=args.offline,
         strict_python=args.strict_python,
+        as_image=args.as_image,
+        base_image=args.base_image,
+        ca_cert=args.ca_cert,
+        network=args.network,
     )
+    if args.as_image and not (args.models or args.requirements or args.lock):
+        from envbuild.errors import UsageError
+
+        raise UsageError("--as-image builds from --from, -r or --lock", field="--as-image")
     warnings: list[str] = []
     progress = out.progress
     if args.models:
@@ -249,9 +274,12 @@ def _remove(args: argparse.Namespace, out: Output, registry: Any) -> int:
                 field="NAME[:VERSION]",
                 hint=f"envbuild environments remove {ref.name}:{records[-1].version}",
             )
+    from envbuild.shared.create import forget
+
     removed = []
     for record in records:
-        registry.remove(record)
+        for warning in forget(registry, record):
+            out.warn(warning)
         removed.append(record.ref)
     out.result({"removed": removed}, "\n".join(f"removed {ref}" for ref in removed))
     return 0

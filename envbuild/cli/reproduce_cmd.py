@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from envbuild.cli.common import add_json, add_kind, tolerance
+from envbuild.cli.common import add_environment, add_json, add_kind, tolerance
 from envbuild.envs.base import REPRODUCE
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ MARK = {"passed": "ok  ", "failed": "FAIL", "skipped": "skip"}
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("models", nargs="+", metavar="MODEL", help="model folder(s)")
     add_kind(parser, REPRODUCE)
+    add_environment(parser)
     parser.add_argument(
         "--tolerance",
         type=tolerance,
@@ -81,6 +82,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
     from envbuild.model import load_model
     from envbuild.reproduction import reproduce
 
+    if args.environment:  # an unknown name is a usage error before any step runs
+        from envbuild.shared.names import parse_ref
+        from envbuild.shared.store import Registry
+
+        Registry.default().get(parse_ref(args.environment))
     reports = []
     for model in args.models:
         spec = load_model(model)  # a model that cannot be read at all is exit 2
@@ -90,6 +96,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
             rtol=args.tolerance,
             python=args.python,
             allow_partial=args.allow_partial,
+            environment=args.environment,
+            allow_mismatch=args.allow_mismatch,
             on_progress=out.progress,
         )
         out.clear_progress()

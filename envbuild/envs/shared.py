@@ -93,7 +93,7 @@ class SharedBackend:
             built=result.built,
             seconds=result.seconds,
             details={
-                "environment": record.ref,
+                "shared": record.ref,
                 "image": result.plan.tag,
                 "image_id": str(result.image_id),
             },

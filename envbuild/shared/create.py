@@ -11,7 +11,9 @@ nothing behind.
   for this machine's platform and the chosen Python: ``--python`` (a version to find or an
   interpreter), else the models' Python, else (``-r``) the newest interpreter found, else
   (``--lock``) the lock's own. Index options inside a requirements file are reported and
-  ignored, as in a model's files; envbuild's index settings apply.
+  ignored, as in a model's files; envbuild's index settings apply. ``--as-image`` builds a
+  Docker image instead (``image/environment.py``: the lock for ``linux/<arch>`` installed as in
+  a model's image, no model), pinned by id like a registered one, its tag removed with it.
 * **Registered** (``--prefix``, ``--image``): nothing is installed or changed; what is there is
   recorded by asking the environment's own interpreter (``probe.py``). An image is pinned by its
   id, so a tag moved later does not change the version.
@@ -37,7 +39,7 @@ from envbuild.shared.record import IMAGE, PREFIX, Installed, SharedEnvironment
 from envbuild.shared.store import Registry
 from envbuild.shared.union import Member, union_env, union_failure
 from envbuild.shared.wanted import model_requirements
-from envbuild.target import Target, host_platform, parse_python, python_minor
+from envbuild.target import Platform, Target, host_platform, parse_python, python_minor
 
 Progress = Callable[[str], None]
 
@@ -51,6 +53,10 @@ class CreateOptions:
     compile_bytecode: bool = False
     offline: bool = False
     strict_python: bool = False
+    as_image: bool = False  # build a Docker image holding the lock instead of a virtualenv
+    base_image: str | None = None  # as_image: instead of python:X.Y-slim
+    ca_cert: Path | None = None  # as_image: the CA bundle the build stage trusts
+    network: str = "host"  # as_image: the build's RUN steps' network
 
 
 def _now() -> str:
@@ -86,12 +92,33 @@ def _record(
 # built from a lock
 
 
-def _interpreter(env: EnvSpec, options: CreateOptions, warnings: list[str]) -> Interpreter:
-    return choose_interpreter(env, options.python, strict=options.strict_python, warnings=warnings)
+@dataclass(frozen=True)
+class _Locked:
+    """What a built environment is built from: the lock, the interpreter (a virtualenv's base;
+    None for an image), and how the lock was made (for the metadata)."""
+
+    lock: Lock
+    interpreter: Interpreter | None
+    source: dict[str, Any]
 
 
-def _target(env: EnvSpec, interpreter: Interpreter) -> Target:
-    return Target.for_interpreter(env, interpreter.version)
+def _target(
+    env: EnvSpec, options: CreateOptions, warnings: list[str]
+) -> tuple[Target, Interpreter | None]:
+    """What to resolve for: this machine's platform and the interpreter chosen for a
+    virtualenv; ``linux/<arch>`` and the Python asked for (none need be installed) for an image."""
+    if options.as_image:
+        from envbuild.image.plan import image_platform
+
+        if options.python and not looks_like_version(options.python):
+            raise UsageError("--as-image takes --python X.Y[.Z], not a path", field="--python")
+        python = options.python or (env.python.version if env.python else None)
+        python = python or find_interpreter(None).version
+        return Target(parse_python(python), (image_platform(None),), not options.python), None
+    interpreter = choose_interpreter(
+        env, options.python, strict=options.strict_python, warnings=warnings
+    )
+    return Target.for_interpreter(env, interpreter.version), interpreter
 
 
 def _resolve(
@@ -106,56 +133,114 @@ def _build(
     registry: Registry,
     name: str,
     version: str,
-    make_lock: Callable[[], tuple[Lock, Interpreter, dict[str, Any]]],
+    make_lock: Callable[[], _Locked],
     options: CreateOptions,
+    on_progress: Progress | None,
+) -> SharedEnvironment:
+    final = registry.folder / name / version
+
+    def build(folder: Path) -> SharedEnvironment:
+        locked = make_lock()
+        locked.lock.write(folder / PYLOCK_NAME)
+        if options.as_image:
+            return _built_image(name, version, locked, options, final, on_progress)
+        assert locked.interpreter is not None
+        return _built_venv(
+            name, version, locked, locked.interpreter, options, folder, final, on_progress
+        )
+
+    return registry.create(name, version, build)
+
+
+def _built_venv(
+    name: str,
+    version: str,
+    locked: _Locked,
+    interpreter: Interpreter,
+    options: CreateOptions,
+    folder: Path,
+    final: Path,
     on_progress: Progress | None,
 ) -> SharedEnvironment:
     from envbuild.envs.registry import SHARED_KIND
     from envbuild.envs.venv import env_python, install_venv, venv_environment
     from envbuild.shared.probe import probe_process
 
-    final = registry.folder / name / version
+    lock = locked.lock
+    if on_progress:
+        on_progress(f"installing {len(lock.packages)} package(s) into {name}:{version}")
+    prefix = folder / "env"
+    install_venv(
+        prefix,
+        lock,
+        interpreter,
+        installer=options.installer,
+        compile_bytecode=options.compile_bytecode,
+        offline=options.offline,
+        on_line=(lambda line: on_progress(line.strip())) if on_progress else None,
+    )
+    environment = venv_environment(
+        prefix,
+        key=f"{name}:{version}",
+        lock_digest=lock.digest,
+        version=interpreter.version,
+        kind=SHARED_KIND,
+    )
+    if on_progress:
+        on_progress("recording what is installed")
+    installed = probe_process(environment, BuildError)
+    return _record(
+        name,
+        version,
+        runs_in=PREFIX,
+        managed=True,
+        source={**locked.source, "interpreter": interpreter.path, "built_with": "venv"},
+        installed=installed,
+        prefix=str(final / "env"),
+        python=str(env_python(final / "env")),
+        lock=PYLOCK_NAME,
+        lock_digest=lock.digest,
+        folder=final,
+    )
 
-    def build(folder: Path) -> SharedEnvironment:
-        lock, interpreter, source = make_lock()
-        if on_progress:
-            on_progress(f"installing {len(lock.packages)} package(s) into {name}:{version}")
-        prefix = folder / "env"
-        install_venv(
-            prefix,
-            lock,
-            interpreter,
-            installer=options.installer,
-            compile_bytecode=options.compile_bytecode,
-            offline=options.offline,
-            on_line=(lambda line: on_progress(line.strip())) if on_progress else None,
-        )
-        lock.write(folder / PYLOCK_NAME)
-        environment = venv_environment(
-            prefix,
-            key=f"{name}:{version}",
-            lock_digest=lock.digest,
-            version=interpreter.version,
-            kind=SHARED_KIND,
-        )
-        if on_progress:
-            on_progress("recording what is installed")
-        installed = probe_process(environment, BuildError)
-        return _record(
-            name,
-            version,
-            runs_in=PREFIX,
-            managed=True,
-            source={**source, "interpreter": interpreter.path, "built_with": "venv"},
-            installed=installed,
-            prefix=str(final / "env"),
-            python=str(env_python(final / "env")),
-            lock=PYLOCK_NAME,
-            lock_digest=lock.digest,
-            folder=final,
-        )
 
-    return registry.create(name, version, build)
+def _built_image(
+    name: str,
+    version: str,
+    locked: _Locked,
+    options: CreateOptions,
+    final: Path,
+    on_progress: Progress | None,
+) -> SharedEnvironment:
+    from envbuild.image.environment import build_environment_image, plan_environment_image
+    from envbuild.shared.probe import probe_image
+
+    plan = plan_environment_image(
+        name,
+        version,
+        locked.lock,
+        base_image=options.base_image,
+        ca_cert=options.ca_cert,
+        network=options.network,
+    )
+    if on_progress:
+        on_progress(f"building the image {plan.tag}")
+    image_id, _ = build_environment_image(plan, on_progress=on_progress)
+    installed = probe_image(image_id, BuildError)
+    return _record(
+        name,
+        version,
+        runs_in=IMAGE,
+        managed=True,
+        source={**locked.source, "base_image": plan.base_image, "built_with": "docker"},
+        installed=installed,
+        python=installed.executable,
+        image=plan.tag,
+        image_id=image_id,
+        lock=PYLOCK_NAME,
+        lock_digest=locked.lock.digest,
+        folder=final,
+    )
 
 
 def requirements_env(path: Path, python: PythonRequest | None) -> EnvSpec:
@@ -200,15 +285,15 @@ def from_requirements(
     env = requirements_env(path, None)
     warnings.extend(env.warnings)
 
-    def make_lock() -> tuple[Lock, Interpreter, dict[str, Any]]:
-        interpreter = _interpreter(env, options, warnings)
-        lock = _resolve(env, _target(env, interpreter), options, on_progress)
+    def make_lock() -> _Locked:
+        target, interpreter = _target(env, options, warnings)
+        lock = _resolve(env, target, options, on_progress)
         source = {
             "from": "requirements",
             "file": str(path.resolve()),
             "requirements": [r.text for r in env.requirements],
         }
-        return lock, interpreter, source
+        return _Locked(lock, interpreter, source)
 
     return _build(registry, name, version, make_lock, options, on_progress)
 
@@ -224,21 +309,34 @@ def from_lock(
     on_progress: Progress | None = None,
 ) -> SharedEnvironment:
     lock = read_lock(path)
-    host = host_platform()
-    if host is not None and host.name not in lock.platforms:
+    if options.as_image:
+        from envbuild.image.plan import image_platform
+
+        where: Platform | None = image_platform(None)
+    else:
+        where = host_platform()
+    if where is not None and where.name not in lock.platforms:
         raise UsageError(
-            f"the lock targets {', '.join(lock.platforms)}, not this machine's {host.name}",
+            f"the lock targets {', '.join(lock.platforms)}, not {where.name}",
             path=path,
             field="--lock",
-            hint=f"lock for it too: --platform +{host.name}",
+            hint=f"lock for it too: --platform +{where.name}",
         )
+    source = {"from": "lock", "file": str(path.resolve()), "digest": lock.digest}
 
-    def make_lock() -> tuple[Lock, Interpreter, dict[str, Any]]:
+    def make_lock() -> _Locked:
         wanted = options.python or lock.python
-        if looks_like_version(wanted):
-            interpreter = find_interpreter(
-                parse_python(wanted), strict=options.strict_python, warnings=warnings
+        as_version = options.as_image or looks_like_version(wanted)
+        if as_version and python_minor(parse_python(wanted)) != lock.python_minor:
+            raise UsageError(
+                f"the lock is for Python {lock.python}, not {wanted}",
+                path=path,
+                field="--python",
             )
+        if options.as_image:
+            return _Locked(lock, None, source)
+        if looks_like_version(wanted):
+            interpreter = find_interpreter(wanted, strict=options.strict_python, warnings=warnings)
         else:
             from envbuild.python import describe
 
@@ -250,8 +348,7 @@ def from_lock(
                 path=path,
                 field="--python",
             )
-        source = {"from": "lock", "file": str(path.resolve()), "digest": lock.digest}
-        return lock, interpreter, source
+        return _Locked(lock, interpreter, source)
 
     return _build(registry, name, version, make_lock, options, on_progress)
 
@@ -274,9 +371,8 @@ def from_models(
     union = union_env(members, options.python)
     warnings.extend(union.warnings)
 
-    def make_lock() -> tuple[Lock, Interpreter, dict[str, Any]]:
-        interpreter = _interpreter(union, options, warnings)
-        target = _target(union, interpreter)
+    def make_lock() -> _Locked:
+        target, interpreter = _target(union, options, warnings)
         try:
             lock = _resolve(union, target, options, on_progress)
         except ResolutionError as exc:
@@ -293,7 +389,7 @@ def from_models(
                 for m in members
             ],
         }
-        return lock, interpreter, source
+        return _Locked(lock, interpreter, source)
 
     return _build(registry, name, version, make_lock, options, on_progress)
 
@@ -401,3 +497,15 @@ def refuse_conda(path: Path) -> SharedEnvironment:
         hint="create the conda environment with conda or mamba and register it as it is: "
         "envbuild environments create NAME --prefix PATH",
     )
+
+
+def forget(registry: Registry, record: SharedEnvironment) -> list[str]:
+    """Remove a version: what envbuild built goes with it (its virtualenv is in the version's
+    folder; its image is untagged), what was registered stays. Returns warnings."""
+    registry.remove(record)
+    if not (record.managed and record.runs_in == IMAGE and record.image):
+        return []
+    from envbuild.image.environment import remove_environment_image
+
+    problem = remove_environment_image(record.image)
+    return [f"{record.ref}: its image {record.image} was kept: {problem}"] if problem else []

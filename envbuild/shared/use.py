@@ -51,7 +51,7 @@ def prefix_environment(record: SharedEnvironment, kind: str, version: str) -> Pr
 
     assert record.prefix is not None and record.python is not None
     prefix = Path(record.prefix)
-    details = {"environment": record.ref}
+    details = {"shared": record.ref}
     if record.managed:
         return venv_environment(
             prefix,
@@ -80,7 +80,7 @@ def registered_environment(
         key=ref,
         lock_digest=None,
         interpreter_version=version,
-        details={"environment": ref},
+        details={"shared": ref},
         variables=variables,
         path_entries=(str(python.parent),),
         write_bytecode=False,

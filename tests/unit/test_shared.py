@@ -356,3 +356,62 @@ def test_union_needs_one_python_and_names_both_pins(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="the models need different Pythons"):
         union_env([a, model("c", "3.10", "six")])
     assert union_env([a, model("d", "3.10", "six")], python="3.11").python is None
+
+
+def build_stage(name: str) -> list[str]:
+    from envbuild.templates import read_template
+
+    lines = read_template(name).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.endswith(" AS build"))
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("FROM "))
+    return [line for line in lines[start:end] if line.strip() and not line.startswith("#")]
+
+
+def test_an_environment_image_installs_as_a_model_image_does() -> None:
+    """The shared-environment image's build stage is the model image's, line for line."""
+    stage = build_stage("Dockerfile.tmpl")
+    assert any("uv pip sync" in line for line in stage)
+    assert build_stage("Dockerfile.environment.tmpl") == stage
+
+
+def test_environment_and_on_environment_dockerfiles(tmp_path: Path) -> None:
+    from envbuild.image.environment import dockerfile_text as environment_dockerfile
+    from envbuild.image.environment import plan_environment_image
+    from envbuild.image.shared import dockerfile_text, plan_on_environment
+    from envbuild.lock import lock_from_text
+    from envbuild.model import load_model
+    from tests.conftest import MLMODEL_SKLEARN
+
+    lock = lock_from_text(
+        'lock-version = "1.0"\nrequires-python = "==3.11.*"\n[tool.envbuild]\n'
+        'python = "3.11.7"\nplatforms = ["linux/amd64"]\n'
+    )
+    plan = plan_environment_image("team", "2", lock)
+    text = environment_dockerfile(plan)
+    assert plan.tag == "envbuild-env/team:2" and "FROM python:3.11-slim AS build" in text
+    assert "COPY model/" not in text and '"envbuild.environment.name"="team"' in text
+    record = record_image(tmp_path)
+    model = load_model(write_model(tmp_path / "m", {"MLmodel": MLMODEL_SKLEARN}))
+    on = plan_on_environment(model, record)
+    text = dockerfile_text(on)
+    assert text.splitlines()[7] == f"FROM {record.image_id}"
+    assert "RUN" not in text, "nothing is installed on a shared image"
+    assert 'ENTRYPOINT ["/opt/env/bin/python", "/opt/envbuild/runtime/runner.py"]' in text
+    assert "COPY model/ /opt/envbuild/model/" in text
+    assert on.tag.startswith("envbuild/m:env-")
+    assert on.labels["envbuild.environment.version"] == "1"
+
+
+def record_image(folder: Path) -> SharedEnvironment:
+    from dataclasses import replace
+
+    from envbuild.shared.record import IMAGE
+
+    return replace(
+        record("img", "1", folder),
+        runs_in=IMAGE,
+        prefix=None,
+        python="/opt/env/bin/python",
+        image="team/img:1",
+        image_id="sha256:" + "ab" * 32,
+    )
