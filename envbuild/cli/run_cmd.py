@@ -23,17 +23,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="-- COMMAND ...",
         help="the command and its arguments, after -- (options before -- are envbuild's)",
     )
-    parser.set_defaults(_run_parser=parser)
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
     command = list(args.command)
-    if command[:1] != ["--"] and "--" in command:
-        # options written after MODEL (`run MODEL --environment X -- CMD`): argparse's remainder
-        # took them; parse them again as if written before MODEL
-        cut = command.index("--")
-        args = args._run_parser.parse_args([*command[:cut], args.model, *command[cut:]])
-        command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
     if not command:

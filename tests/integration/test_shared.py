@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from envbuild.proc import uv_bin
 from tests.conftest import run_cli
-from tests.integration.runtime_models import UV, make_venv
+from tests.integration.mlflow_oracle import mlflow_predictions as oracle
+from tests.integration.runtime_models import make_venv
 
 pytestmark = [pytest.mark.integration, pytest.mark.network, pytest.mark.slow]
 
@@ -92,19 +94,9 @@ def team_env(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def mlflow_predictions(model: Path) -> list:
-    """What MLflow itself predicts on the model's serving example (in-process: trusted models)."""
-    import io
-
-    import mlflow.pyfunc
-    from mlflow.pyfunc import scoring_server
-
-    loaded = mlflow.pyfunc.load_model(str(model))
-    request = (model / "serving_input_example.json").read_text()
-    data, params = scoring_server._split_data_and_params(request)
-    parsed = scoring_server.infer_and_parse_data(data, loaded.metadata.get_input_schema())
-    buffer = io.StringIO()
-    scoring_server.predictions_to_json(loaded.predict(parsed, params=params), buffer)
-    return json.loads(buffer.getvalue())["predictions"]
+    """What MLflow itself predicts on the model's serving example (the integration oracle)."""
+    request = json.loads((model / "serving_input_example.json").read_text())
+    return oracle(model, request)
 
 
 def row(verdict: dict, name: str) -> dict:
@@ -236,7 +228,7 @@ def test_a_registered_prefix_is_used_as_it_is(tmp_path: Path, models: dict) -> N
     # its owner changes it: the verdict follows what is installed now, and says so
     subprocess.run(
         [
-            str(UV),
+            uv_bin(),
             "pip",
             "install",
             "--python",
