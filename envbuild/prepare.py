@@ -7,10 +7,10 @@ lock from the one lock policy (``lock.select``), and nothing here knows which ki
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from envbuild.envs import BuildOptions, Environment, get_backend
 from envbuild.envspec import EnvSpec
@@ -35,6 +35,7 @@ class Prepared:
     lock: LockChoice | None
     warnings: tuple[str, ...] = field(default=())
     source: Provenance | None = None  # where MODEL came from (a folder, a run, a registry version)
+    details: Mapping[str, Any] = field(default_factory=dict)  # the backend's plan, for reports
 
     @property
     def lock_path(self) -> Path | None:
@@ -53,6 +54,7 @@ class Prepared:
             "lock_source": self.lock_source,
             "warnings": list(self.warnings),
             "source": self.source.to_dict() if self.source else None,
+            **self.details,
         }
 
 
@@ -77,7 +79,13 @@ def prepare(
     environment = backend.build(plan, model, env, choice, options, on_progress=on_progress)
     _record_use(model, environment, choice)
     return Prepared(
-        model, env, plan.interpreter, environment, choice, tuple(dict.fromkeys(warnings))
+        model,
+        env,
+        plan.interpreter,
+        environment,
+        choice,
+        tuple(dict.fromkeys(warnings)),
+        details=plan.details,
     )
 
 

@@ -271,15 +271,25 @@ class Reproduction:
         rtol: float = 1e-6,
         python: str | None = None,
         allow_partial: bool = False,
+        environment: str | None = None,
+        allow_mismatch: bool = False,
         on_progress: Callable[[str], None] | None = None,
         source: Provenance | None = None,
     ) -> None:
         from envbuild.envs import BuildOptions
+        from envbuild.envs.registry import SHARED_KIND
 
         self.model = model
         self.env = env
         self.rtol = rtol
-        self.options = BuildOptions(kind=kind, python=python)
+        # a shared environment is built (found) whatever its verdict: the verify step judges it
+        self.shared = environment
+        self.allow_mismatch = allow_mismatch
+        if environment:
+            kind = SHARED_KIND
+        self.options = BuildOptions(
+            kind=kind, python=python, environment=environment, allow_mismatch=True
+        )
         self.progress = on_progress or (lambda _msg: None)
         remote = source is not None and not source.is_local
         self.report = Report(
@@ -302,6 +312,9 @@ class Reproduction:
         from envbuild.lock import PYLOCK_NAME, check_lock
         from envbuild.lock.select import LockChoice, select_lock
 
+        if self.shared:
+            step.message = f"the shared environment {self.shared} is used as it is (no lock)"
+            return
         self.progress("lock: checking the model's pylock.toml")
         own = self.model.path / PYLOCK_NAME
         if own.is_file():
@@ -344,8 +357,13 @@ class Reproduction:
         )
 
     def verify(self, step: Step) -> None:
-        """The installed distributions are exactly the lock's, on the model's Python X.Y."""
-        assert self.environment is not None and self.choice is not None
+        """The installed distributions are exactly the lock's, on the model's Python X.Y; in a
+        shared environment, its verdict for the model."""
+        assert self.environment is not None
+        if self.shared:
+            self.verify_shared(step)
+            return
+        assert self.choice is not None
         self.progress("verify: listing installed distributions")
         info = self.environment.info(self.model)
         self.installed = info.get("distributions") or {}
@@ -370,6 +388,30 @@ class Reproduction:
                 hint="rebuild the environment from the lock (remove it from envbuild's cache, or "
                 "do not install into it by hand); if the lock is what changed, run `envbuild lock`",
             )
+
+    def verify_shared(self, step: Step) -> None:
+        """The shared environment's verdict (``envbuild check``): every row in the details;
+        not satisfied fails the step with exit 8 unless mismatches are allowed."""
+        from envbuild.shared.names import parse_ref
+        from envbuild.shared.store import Registry
+        from envbuild.shared.use import unsuitable, verdict_for
+
+        assert self.environment is not None and self.shared is not None
+        self.progress("verify: judging the shared environment")
+        ref = parse_ref(str(self.environment.details.get("shared", self.shared)))
+        record = Registry.default().get(ref)
+        verdict, installed = verdict_for(self.env, record, self.environment.kind)
+        self.installed = {d.name: d.version for d in installed.distributions.values()}
+        step.details["verdict"] = verdict.to_dict()
+        self.report.warnings.extend(w for w in verdict.warnings if w not in self.report.warnings)
+        if verdict.satisfied:
+            return
+        if not self.allow_mismatch:
+            raise unsuitable(verdict, self.model.path)
+        step.status = PASSED
+        step.message = f"{record.ref} does not satisfy the model (--allow-mismatch): " + (
+            verdict.summary()
+        )
 
     def predict(self, step: Step) -> None:
         """The model's input example through the runner."""
@@ -418,14 +460,14 @@ class Reproduction:
                 with_reason(report, name, "the lock step failed")
             report.drift = drift_report(self.env, _document_of(self.model), None)
             return report
-        assert self.choice is not None
+        assert self.choice is not None or self.shared
         build_step = report.step("build")
         _timed(build_step, lambda: self.build(build_step))
         if build_step.status == FAILED:
             build_step.exit_code = int(BuildError.exit_code)
             for name in ("verify", "predict", "compare"):
                 with_reason(report, name, "the build step failed")
-            report.drift = drift_report(self.env, self.choice.lock.document, None)
+            report.drift = drift_report(self.env, self._lock_document(), None)
             return report
         verify_step = report.step("verify")
         _timed(verify_step, lambda: self.verify(verify_step))
@@ -453,8 +495,14 @@ class Reproduction:
         else:
             _timed(compare_step, lambda: self.compare(compare_step))
         if compare_step.status == FAILED or verify_step.status == FAILED:
-            report.drift = drift_report(self.env, self.choice.lock.document, self.installed)
+            report.drift = drift_report(self.env, self._lock_document(), self.installed)
         return report
+
+    def _lock_document(self) -> dict[str, Any] | None:
+        """The lock the environment was built from (the model's own in a shared one)."""
+        if self.choice is not None:
+            return self.choice.lock.document
+        return _document_of(self.model)
 
 
 def reproduce(
@@ -465,13 +513,18 @@ def reproduce(
     rtol: float = 1e-6,
     python: str | None = None,
     allow_partial: bool = False,
+    environment: str | None = None,
+    allow_mismatch: bool = False,
     on_progress: Callable[[str], None] | None = None,
     source: Provenance | None = None,
 ) -> Report:
     """Run the five steps on ``model``; never raises for the model's own problems (see Report).
 
     ``source``: where a model given as a URI came from; the report names it (not the folder it
-    was downloaded to) and carries its provenance."""
+    was downloaded to) and carries its provenance.
+    ``environment`` (NAME[:VERSION]) runs them in a shared environment: no lock, the verify
+    step is its verdict for the model (exit 8 when not satisfied, unless ``allow_mismatch``),
+    predict and compare run there."""
     if env is None:
         from envbuild.envspec import read_env
 
@@ -483,6 +536,8 @@ def reproduce(
         rtol=rtol,
         python=python,
         allow_partial=allow_partial,
+        environment=environment,
+        allow_mismatch=allow_mismatch,
         on_progress=on_progress,
         source=source,
     ).run()

@@ -102,10 +102,26 @@ def add_kind(parser: argparse.ArgumentParser, capability: str, *, group=None) ->
     )
 
 
+def add_environment(parser: argparse.ArgumentParser, *, group=None) -> None:
+    """``--environment NAME[:VERSION]`` (a named shared environment) and ``--allow-mismatch``."""
+    (group or parser).add_argument(
+        "--environment",
+        metavar="NAME[:VERSION]",
+        help="run in this shared environment (see `envbuild environments`) instead of the "
+        "model's own; refused (exit 8) unless it satisfies the model",
+    )
+    (group or parser).add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="with --environment: run even when it does not satisfy the model (a warning)",
+    )
+
+
 def add_build_options(parser: argparse.ArgumentParser, capability: str) -> None:
     """Options of every command that materializes the model's environment."""
     group = parser.add_argument_group("environment")
     add_kind(parser, capability, group=group)
+    add_environment(parser, group=group)
     group.add_argument(
         "--python",
         metavar="VERSION|PATH",
@@ -144,9 +160,13 @@ def add_build_options(parser: argparse.ArgumentParser, capability: str) -> None:
 
 def build_options(args: argparse.Namespace) -> BuildOptions:
     from envbuild.envs import BuildOptions
+    from envbuild.envs.registry import SHARED_KIND
 
+    environment = getattr(args, "environment", None)
     return BuildOptions(
-        kind=args.kind,
+        kind=SHARED_KIND if environment else args.kind,
+        environment=environment,
+        allow_mismatch=bool(getattr(args, "allow_mismatch", False)),
         python=args.python,
         strict_python=args.strict_python,
         install_python=args.install_python,

@@ -8,11 +8,15 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from envbuild.cli.common import add_json, add_model
+from envbuild.cli.common import add_environment, add_json, add_model
 
 if TYPE_CHECKING:
     from envbuild.cli.output import Output
+    from envbuild.envspec import EnvSpec
     from envbuild.image import ImageResult
+    from envbuild.lock.select import LockChoice
+    from envbuild.model import ModelSpec
+    from envbuild.shared.use import Selected
     from envbuild.sources import Provenance
 
 HELP = "build a Docker image that serves the model"
@@ -74,6 +78,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-cache", action="store_true", help="build without the engine's layer cache"
     )
+    add_environment(parser)
     add_json(parser)
 
 
@@ -99,8 +104,20 @@ def run(args: argparse.Namespace, out: Output) -> int:
         offline=args.offline,
     )
     loaded = load_source(args, out)
+    spec, env = loaded.spec, loaded.env
     source = loaded.source.provenance
-    plan = plan_image(loaded.spec, loaded.env, options, source=source, on_progress=out.progress)
+    lock, shared = None, None
+    if args.environment:
+        from dataclasses import replace
+
+        from envbuild.image.shared import environment_labels
+
+        shared = _shared(args, out, env)
+        if shared.record.image_id is not None:
+            return _on_shared_image(args, out, spec, shared)
+        lock = _shared_lock(shared)
+        options = replace(options, labels={**environment_labels(shared.record), **options.labels})
+    plan = plan_image(spec, env, options, lock=lock, source=source, on_progress=out.progress)
     out.clear_progress()
     for warning in plan.warnings:
         out.warn(warning)
@@ -111,7 +128,90 @@ def run(args: argparse.Namespace, out: Output) -> int:
         )
     else:
         result = build_image(plan, nocache=args.no_cache, on_progress=out.progress)
-    out.result({**result.to_dict(), "source": source.to_dict()}, lambda: _text(result, source))
+    data = {**result.to_dict(), "source": source.to_dict()}
+    if shared is not None:
+        data["shared_environment"] = shared.to_dict()
+    out.result(data, lambda: _text(result, source))
+    return 0
+
+
+def _shared(args: argparse.Namespace, out: Output, env: EnvSpec) -> Selected:
+    """``--environment``: the shared environment, refused (exit 8) unless it satisfies the
+    model or ``--allow-mismatch``."""
+    from envbuild.envs.registry import SHARED_KIND
+    from envbuild.errors import UsageError
+    from envbuild.shared.names import parse_ref
+    from envbuild.shared.use import select
+
+    selected = select(
+        env, parse_ref(args.environment), SHARED_KIND, allow_mismatch=args.allow_mismatch
+    )
+    for warning in selected.warnings:
+        out.warn(warning)
+    if selected.record.image_id is None and selected.record.lock is None:
+        raise UsageError(
+            f"{selected.record.ref} is a registered prefix: it has no lock and no image to build "
+            "an image from",
+            field="--environment",
+            hint="create the environment from models, a requirements file or a lock (its lock "
+            "is then what the image installs), or register an image",
+        )
+    return selected
+
+
+def _shared_lock(shared: Selected) -> LockChoice:
+    """The lock a shared environment was built from, as the image's lock."""
+    from envbuild.lock.pylock import read_lock
+    from envbuild.lock.select import LockChoice
+
+    assert shared.record.lock_path is not None
+    return LockChoice(read_lock(shared.record.lock_path), "environment")
+
+
+def _on_shared_image(
+    args: argparse.Namespace, out: Output, spec: ModelSpec, shared: Selected
+) -> int:
+    """An image environment: FROM its image, plus the runner and the model."""
+    from envbuild.errors import UsageError
+    from envbuild.image import parse_labels
+    from envbuild.image.shared import (
+        SharedImageResult,
+        build_on_environment,
+        plan_on_environment,
+        write_shared_context,
+    )
+
+    for flag, value in (
+        ("--base-image", args.base_image),
+        ("--python", args.python),
+        ("--platform", args.platform),
+        ("--ca-cert", args.ca_cert),
+    ):
+        if value:
+            raise UsageError(
+                f"{flag} does not apply: {shared.record.ref} is an image, used as it is",
+                field=flag,
+            )
+    plan = plan_on_environment(spec, shared.record, tag=args.tag, labels=parse_labels(args.label))
+    if args.context is not None:
+        folder = write_shared_context(plan, args.context)
+        result = SharedImageResult(plan, None, None, False, 0.0, context=folder)
+    else:
+        result = build_on_environment(plan, nocache=args.no_cache, on_progress=out.progress)
+
+    def text() -> str:
+        if result.context is not None:
+            return f"context   {result.context}\nbuild     docker build -t IMAGE {result.context}"
+        return "\n".join(
+            [
+                f"image     {plan.tag}  ({_size(result.size)}, built in {result.seconds:.1f} s)",
+                f"id        {result.image_id}",
+                f"base      {shared.record.ref}: {shared.record.image}  ({plan.base_image})",
+                f"run       docker run --rm -p 8080:8080 {plan.tag}",
+            ]
+        )
+
+    out.result({**result.to_dict(), "shared_environment": shared.to_dict()}, text)
     return 0
 
 
@@ -128,11 +228,10 @@ def _size(size: int | None) -> str:
 
 def _text(result: ImageResult, source: Provenance | None = None) -> str:
     plan = result.plan
-    lock = (
-        "the model's pylock.toml"
-        if plan.lock_source == "model"
-        else f"resolved for {plan.platform.name}, cached"
-    )
+    lock = {
+        "model": "the model's pylock.toml",
+        "environment": "the shared environment's lock",
+    }.get(plan.lock_source, f"resolved for {plan.platform.name}, cached")
     ca = f"{plan.ca_cert} (from {plan.ca_source}, build stage only)" if plan.ca_cert else "-"
     rows = []
     if result.context is not None:

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from envbuild.cli.common import add_json, add_kind, add_models, tolerance
+from envbuild.cli.common import add_environment, add_json, add_kind, add_models, tolerance
 from envbuild.envs.base import REPRODUCE
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ MARK = {"passed": "ok  ", "failed": "FAIL", "skipped": "skip"}
 def configure(parser: argparse.ArgumentParser) -> None:
     add_models(parser)
     add_kind(parser, REPRODUCE)
+    add_environment(parser)
     parser.add_argument(
         "--tolerance",
         type=tolerance,
@@ -86,6 +87,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
     from envbuild.model import load_model
     from envbuild.reproduction import reproduce
 
+    if args.environment:  # an unknown name is a usage error before any step runs
+        from envbuild.shared.names import parse_ref
+        from envbuild.shared.store import Registry
+
+        Registry.default().get(parse_ref(args.environment))
     reports = []
     for model in args.models:
         # a model that cannot be read at all is exit 2, one that cannot be reached exit 3
@@ -98,6 +104,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
             rtol=args.tolerance,
             python=args.python,
             allow_partial=args.allow_partial,
+            environment=args.environment,
+            allow_mismatch=args.allow_mismatch,
             on_progress=out.progress,
         )
         out.clear_progress()

@@ -2,7 +2,8 @@
 
 ``base.py`` defines the protocol (:class:`Backend`, :class:`Environment`, :class:`BuildOptions`,
 :class:`Plan`); ``registry.py`` maps kind names to backends (``venv.py``, ``local.py``,
-``docker.py``); ``process.py`` and ``container.py`` run envbuild's runner inside an environment.
+``docker.py``, ``shared.py``: a named shared environment, chosen by ``--environment``);
+``process.py`` and ``container.py`` run envbuild's runner inside an environment.
 See docs/architecture.md for how to add a kind.
 """
 

@@ -83,8 +83,11 @@ def test_every_command_taking_model_has_the_source_options():
     assert set(COMMANDS) - taking_model >= {"ci-template", "cache"}
     options = ["--tracking-uri", "http://t", "--registry-uri", "http://r"]
     for command in sorted(taking_model):
-        models = ["models:/a/1", "models:/b@x"] if command == "reproduce" else ["m"]
-        args = parser.parse_args([command, *models, *options])  # (run's `-- CMD` is cut first)
+        models = ["models:/a/1", "models:/b@x"] if command in ("reproduce", "check") else ["m"]
+        extra = ["--environment", "shared"] if command == "check" else []
+        args = parser.parse_args(
+            [command, *models, *options, *extra]
+        )  # (run's `-- CMD` is cut first)
         assert (args.tracking_uri, args.registry_uri) == ("http://t", "http://r"), command
     assert parser.parse_args(["reproduce", "models:/a/1", "x"]).models == ["models:/a/1", "x"]
 
