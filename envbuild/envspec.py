@@ -24,6 +24,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from envbuild.accelerator import is_pytorch_index
 from envbuild.errors import ModelError
 from envbuild.model import (
     DEFAULT_CONDA,
@@ -586,6 +587,8 @@ def read_env(model: ModelSpec) -> EnvSpec:
     result, build, source = _choose_requirements(root, files, warnings)
     _cross_check_conda(root, files, result, source, warnings)
     for opt in result.index_options:
+        if is_pytorch_index(opt.value):
+            continue  # a labelled pin selects it as an explicit index anyway (accelerator.py)
         warnings.append(
             f"{opt.origin}: {opt.option} {opt.redacted} is ignored (index options in a model's "
             "files are used only with --trust-model-indexes)"

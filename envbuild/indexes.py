@@ -87,6 +87,18 @@ class IndexConfig:
     uv_config: tuple[IndexSetting, ...] = ()  # found in uv.toml / UV_INDEX: uv applies those
     index_strategy: str | None = None  # "unsafe-best-match" when pip's extra indexes are used
     ignored: tuple[IndexSetting, ...] = field(default=(), compare=False)
+    # a mirror of PyTorch's indexes (--torch-index-url, ENVBUILD_TORCH_INDEX_URL), "{accelerator}"
+    # standing for cpu/cu121/...: used as an explicit index for the torch family only
+    torch_mirror: IndexSetting | None = None
+
+    def torch_index(self, accelerator: str) -> IndexSetting:
+        """The explicit index ``accelerator``'s torch-family builds come from (the mirror, with
+        its credentials, when one is set)."""
+        from envbuild.accelerator import torch_index_url
+
+        mirror = self.torch_mirror
+        url = torch_index_url(accelerator, mirror.value if mirror else None)
+        return IndexSetting("torch-index-url", url, mirror.source if mirror else "PyTorch")
 
     def child_env(self, env: Mapping[str, str]) -> dict[str, str]:
         """``env`` for uv with the effective settings as uv's own variables.
@@ -140,6 +152,7 @@ class IndexConfig:
                 *self.find_links,
                 *self.trusted_hosts,
                 *self.uv_config,
+                *([self.torch_mirror] if self.torch_mirror else []),
             ]
         ]
         parts.append(f"strategy={self.index_strategy}")
@@ -315,10 +328,20 @@ def configure(
     find_links: Sequence[str] = (),
     model_options: Sequence[IndexOption] = (),
     trust_model_indexes: bool = False,
+    torch_index_url: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> IndexConfig:
     """Gather the effective index settings (see the module docstring for the precedence)."""
+    from envbuild.accelerator import TORCH_INDEX_VARIABLE
+
     env = os.environ if environ is None else environ
+    torch_mirror = None
+    if torch_index_url:
+        torch_mirror = IndexSetting("torch-index-url", torch_index_url, "command line")
+    elif env.get(TORCH_INDEX_VARIABLE):
+        torch_mirror = IndexSetting(
+            "torch-index-url", env[TORCH_INDEX_VARIABLE], TORCH_INDEX_VARIABLE
+        )
     default: list[IndexSetting] = []
     extras: list[IndexSetting] = []
     links: list[IndexSetting] = []
@@ -391,4 +414,5 @@ def configure(
         uv_config=tuple(uv_config),
         index_strategy=_strategy([*extras, *links], env),
         ignored=tuple(ignored),
+        torch_mirror=torch_mirror,
     )

@@ -72,8 +72,18 @@ def prepare(
     warnings: list[str] = [*model.warnings, *env.warnings, *plan.warnings]
     choice = None
     if plan.target is not None:
+        from envbuild.indexes import configure
+
+        indexes = configure(
+            model_options=env.index_options, torch_index_url=options.torch_index_url
+        )
         choice = select_lock(
-            model, env, plan.target, offline=options.offline, on_progress=on_progress
+            model,
+            env,
+            plan.target,
+            offline=options.offline,
+            indexes=indexes,
+            on_progress=on_progress,
         )
         warnings.extend(choice.warnings)
     environment = backend.build(plan, model, env, choice, options, on_progress=on_progress)

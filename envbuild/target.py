@@ -21,7 +21,7 @@ import platform as _platform
 import re
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from envbuild.errors import ModelError, UsageError
@@ -159,6 +159,8 @@ class Target:
     platforms: tuple[Platform, ...]
     python_from_model: bool = True  # False: --python (or an interpreter) chose it
     accelerator: str | None = None  # cpu, cuda, cu121, rocm6.0 ... (None: the index default)
+    # why that accelerator (accelerator.decide); not part of the target's identity
+    accelerator_reason: str | None = field(default=None, compare=False)
 
     @property
     def minor(self) -> str:
@@ -188,12 +190,16 @@ class Target:
         platforms: Iterable[str] | None = None,
         accelerator: str | None = None,
     ) -> Target:
-        """The model's Python (or ``python``) on ``platforms`` (default linux/amd64)."""
+        """The model's Python (or ``python``) on ``platforms`` (default linux/amd64), for the
+        accelerator ``accelerator`` asks for (``--accelerator``; decided by
+        :func:`envbuild.accelerator.decide`)."""
+        name, reason = choose_accelerator(env, accelerator)
         return cls(
             python=model_python(env, python),
             platforms=resolve_platforms(platforms),
             python_from_model=not python,
-            accelerator=accelerator,
+            accelerator=name,
+            accelerator_reason=reason,
         )
 
     @classmethod
@@ -206,7 +212,22 @@ class Target:
         python = env.python.version if from_model and env.python is not None else version
         host = host_platform()
         platforms = (host,) if host is not None else resolve_platforms(None)
-        return cls(python, platforms, python_from_model=from_model, accelerator=accelerator)
+        name, reason = choose_accelerator(env, accelerator)
+        return cls(
+            python,
+            platforms,
+            python_from_model=from_model,
+            accelerator=name,
+            accelerator_reason=reason,
+        )
+
+
+def choose_accelerator(env: EnvSpec, requested: str | None) -> tuple[str | None, str | None]:
+    """(accelerator, why) for ``env`` and ``--accelerator`` (see :func:`accelerator.decide`)."""
+    from envbuild.accelerator import decide, installed_from, parse_accelerator
+
+    choice = decide(env, parse_accelerator(requested), installed=installed_from(env.model_path))
+    return choice.name, choice.reason if choice.name or choice.requested else None
 
 
 def model_python(env: EnvSpec, python: str | None = None) -> str:

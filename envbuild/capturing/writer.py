@@ -218,9 +218,14 @@ def lock_installed(
     platforms: Iterable[str] | None = None,
     extra_index_urls: Sequence[str] = (),
     offline: bool = False,
+    accelerator: str | None = None,
+    torch_index_url: str | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> Lock:
-    """A pylock.toml of the closure at its installed versions, recorded as made from ``env``."""
+    """A pylock.toml of the closure at its installed versions, recorded as made from ``env``.
+
+    Labelled builds (``torch==2.13.0+cpu``) come from their PyTorch index as an explicit index
+    of the torch family (``accelerator.py``), never as an extra index for every package."""
     from envbuild.indexes import configure
     from envbuild.lock.uv import resolve
     from envbuild.target import Target
@@ -240,15 +245,20 @@ def lock_installed(
         for p in capture.closure
     ]
     resolution = replace(env, requirements=tuple(pins), constraints=(), index_options=())
-    indexes = list(dict.fromkeys([*capture.extra_index_urls, *extra_index_urls]))
     try:
         lk = resolve(
             resolution,
             Target.for_model(
-                resolution, python=capture.python_version, platforms=lock_platforms(platforms)
+                resolution,
+                python=capture.python_version,
+                platforms=lock_platforms(platforms),
+                accelerator=accelerator,
             ),
             offline=offline,
-            indexes=configure(extra_index_urls=indexes),
+            indexes=configure(
+                extra_index_urls=list(dict.fromkeys(extra_index_urls)),
+                torch_index_url=torch_index_url,
+            ),
             on_progress=on_progress,
         )
     except ResolutionError as exc:
@@ -260,7 +270,7 @@ def lock_installed(
             )
             hint = (
                 f"labelled builds need their index to be reachable: {shown}; pass a mirror "
-                "with --extra-index-url"
+                "with --torch-index-url (or ENVBUILD_TORCH_INDEX_URL)"
             )
         else:
             hint = (
@@ -324,6 +334,8 @@ def write_capture(
     platforms: Iterable[str] | None = None,
     extra_index_urls: Sequence[str] = (),
     offline: bool = False,
+    accelerator: str | None = None,
+    torch_index_url: str | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> Written:
     """Render the env files, the lock and the expected output, then write them all (atomically
@@ -339,6 +351,8 @@ def write_capture(
             platforms=platforms,
             extra_index_urls=extra_index_urls,
             offline=offline,
+            accelerator=accelerator,
+            torch_index_url=torch_index_url,
             on_progress=on_progress,
         )
     files[PYLOCK_NAME] = lk.text

@@ -12,7 +12,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from envbuild.cli.common import add_json, add_model
+from envbuild.cli.common import add_accelerator_options, add_json, add_model
 
 if TYPE_CHECKING:
     from envbuild.capturing.engine import Capture, Changes
@@ -54,6 +54,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--offline", action="store_true", help="with --write: lock from uv's cache only"
     )
+    add_accelerator_options(parser)
     add_json(parser)
 
 
@@ -157,6 +158,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
             platforms=args.platforms,
             extra_index_urls=args.extra_index_urls,
             offline=args.offline,
+            accelerator=args.accelerator,
+            torch_index_url=args.torch_index_url,
             on_progress=out.progress,
         )
     out.clear_progress()

@@ -156,6 +156,35 @@ def add_build_options(parser: argparse.ArgumentParser, capability: str) -> None:
     group.add_argument(
         "--offline", action="store_true", help="resolve and install from the local caches only"
     )
+    add_accelerator_options(group)
+
+
+def add_accelerator_options(parser) -> None:
+    """``--accelerator`` and ``--torch-index-url`` (lock, env/predict/serve/run, image, capture)."""
+    from envbuild.accelerator import ACCELERATOR_HELP, TORCH_INDEX_VARIABLE
+
+    parser.add_argument(
+        "--accelerator",
+        metavar="NAME",
+        type=_accelerator,
+        help=f"builds to use: {ACCELERATOR_HELP}",
+    )
+    parser.add_argument(
+        "--torch-index-url",
+        metavar="URL",
+        help="a mirror of PyTorch's indexes for the torch family ({accelerator} in it stands "
+        f"for cpu, cu121, ...; default ${TORCH_INDEX_VARIABLE}, else download.pytorch.org)",
+    )
+
+
+def _accelerator(text: str) -> str | None:
+    from envbuild.accelerator import parse_accelerator
+    from envbuild.errors import UsageError
+
+    try:
+        return parse_accelerator(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def build_options(args: argparse.Namespace) -> BuildOptions:
@@ -173,6 +202,8 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
         installer=args.installer,
         compile_bytecode=bool(args.compile_bytecode),
         offline=args.offline,
+        accelerator=args.accelerator,
+        torch_index_url=args.torch_index_url,
     )
 
 

@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from envbuild.cli.common import add_environment, add_json, add_model
+from envbuild.cli.common import add_accelerator_options, add_environment, add_json, add_model
 
 if TYPE_CHECKING:
     from envbuild.cli.output import Output
@@ -79,6 +79,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--no-cache", action="store_true", help="build without the engine's layer cache"
     )
     add_environment(parser)
+    add_accelerator_options(parser)
     add_json(parser)
 
 
@@ -102,6 +103,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
         ca_cert=args.ca_cert,
         labels=parse_labels(args.label),
         offline=args.offline,
+        accelerator=args.accelerator,
+        torch_index_url=args.torch_index_url,
     )
     loaded = load_source(args, out)
     spec, env = loaded.spec, loaded.env

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from envbuild.cli.common import add_json, add_model
+from envbuild.cli.common import add_accelerator_options, add_json, add_model
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -77,6 +77,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also use the index options written in the model's requirement files",
     )
+    add_accelerator_options(parser)
     add_json(parser)
 
 
@@ -96,6 +97,13 @@ def render(lock: Lock, *, checked: bool, source: Source | None = None) -> str:
             f"{source.provenance.uri} is a downloaded copy, kept read-only: the lock is in "
             "envbuild's cache, beside it (-o PATH writes it elsewhere)"
         )
+    if lock.accelerator is None and lock.accelerator_reason:
+        lines.append(f"accelerator: the default builds ({lock.accelerator_reason})")
+    if lock.accelerator:
+        index = lock.indexes.get("accelerator-index")
+        origin = f", the torch family from {index}" if index else ""
+        why = f" ({lock.accelerator_reason})" if lock.accelerator_reason else ""
+        lines.append(f"accelerator {lock.accelerator}{why}{origin}")
     return "\n".join(lines)
 
 
@@ -146,6 +154,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
             extra_index_urls=args.extra_index_urls,
             find_links=args.find_links,
             trust_model_indexes=args.trust_model_indexes,
+            accelerator=args.accelerator,
+            torch_index_url=args.torch_index_url,
             env=env,
             on_progress=out.progress,
         )

@@ -59,7 +59,8 @@ class BuildOptions:
     installer: str = "uv"
     compile_bytecode: bool = False  # False: .pyc written on first use, for what is imported
     offline: bool = False
-    accelerator: str | None = None
+    accelerator: str | None = None  # --accelerator as given (decided by the target)
+    torch_index_url: str | None = None  # a mirror of PyTorch's indexes (--torch-index-url)
     environment: str | None = None  # NAME[:VERSION] of a shared environment (the shared kind)
     allow_mismatch: bool = False  # run there even when it does not satisfy the model
 

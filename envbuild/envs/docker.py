@@ -28,7 +28,10 @@ def _options(options: BuildOptions):  # -> ImageOptions (imported lazily: docker
     if options.python and not looks_like_version(options.python):
         raise UsageError("--kind docker takes --python X.Y[.Z], not an interpreter path")
     return ImageOptions(
-        python=options.python, offline=options.offline, accelerator=options.accelerator
+        python=options.python,
+        offline=options.offline,
+        accelerator=options.accelerator,
+        torch_index_url=options.torch_index_url,
     )
 
 

@@ -67,6 +67,7 @@ def build_venv(
     installer: str = "uv",
     compile_bytecode: bool = False,
     offline: bool = False,
+    torch_index_url: str | None = None,
     on_line: Callable[[str], None] | None = None,
     on_wait: Callable[[], None] | None = None,
 ) -> ProcessEnvironment:
@@ -84,6 +85,7 @@ def build_venv(
             installer=installer,
             compile_bytecode=compile_bytecode,
             offline=offline,
+            torch_index_url=torch_index_url,
             on_line=on_line,
         )
         return {
@@ -117,6 +119,7 @@ def install_venv(
     installer: str = "uv",
     compile_bytecode: bool = False,
     offline: bool = False,
+    torch_index_url: str | None = None,
     on_line: Callable[[str], None] | None = None,
 ) -> None:
     """Create a relocatable virtualenv in ``folder`` holding exactly ``lock``: the cache's
@@ -124,7 +127,9 @@ def install_venv(
     if installer not in INSTALLERS:
         raise BuildError(f"unknown installer {installer!r} (expected uv or pip)")
     if installer == "uv":
-        _build_with_uv(folder, lock, interpreter, compile_bytecode, offline, on_line)
+        _build_with_uv(
+            folder, lock, interpreter, compile_bytecode, offline, on_line, torch_index_url
+        )
     else:
         _build_with_pip(folder, lock, interpreter, compile_bytecode, on_line)
 
@@ -157,12 +162,27 @@ def venv_environment(
     )
 
 
-def _install_env(lock: Lock) -> dict[str, str]:
+def _install_env(lock: Lock, torch_index_url: str | None = None) -> dict[str, str]:
     """uv's environment: the index settings (credentials included) the lock was resolved with,
-    through variables, never on a command line or in a file."""
-    from envbuild.indexes import configure
+    through variables, never on a command line or in a file.
 
-    return configure().child_env(proc.base_env())
+    A lock whose torch family comes from a PyTorch index (or its mirror) gets that index as an
+    extra one: installing by name needs it, and ``--require-hashes`` still admits only the
+    locked files, whatever other index serves the same names.
+    """
+    from dataclasses import replace
+
+    from envbuild.accelerator import has_index
+    from envbuild.indexes import IndexSetting, configure
+
+    config = configure(torch_index_url=torch_index_url)
+    recorded = lock.indexes.get("accelerator-index")
+    if lock.accelerator and has_index(lock.accelerator) and isinstance(recorded, str):
+        setting = config.torch_index(lock.accelerator)
+        if setting.redacted != recorded and "***" not in recorded:
+            setting = IndexSetting("extra-index-url", recorded, "the lock")
+        config = replace(config, extra_index_urls=(*config.extra_index_urls, setting))
+    return config.child_env(proc.base_env())
 
 
 def _build_with_uv(
@@ -172,6 +192,7 @@ def _build_with_uv(
     compile_bytecode: bool,
     offline: bool,
     on_line: Callable[[str], None] | None,
+    torch_index_url: str | None = None,
 ) -> None:
     uv = proc.uv_bin()
     proc.run(
@@ -210,7 +231,7 @@ def _build_with_uv(
             args,
             what="installing the locked packages",
             error=BuildError,
-            env=_install_env(lock),
+            env=_install_env(lock, torch_index_url),
             on_line=on_line,
             hint="the package named above failed to install; the log has uv's full output",
         )
@@ -331,6 +352,7 @@ class VenvBackend:
             installer=options.installer,
             compile_bytecode=options.compile_bytecode,
             offline=options.offline,
+            torch_index_url=options.torch_index_url,
             on_line=on_line,
             on_wait=(lambda: on_progress("waiting for another build of this environment"))
             if on_progress

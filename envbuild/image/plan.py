@@ -44,7 +44,7 @@ from envbuild.image.layout import LABEL_PREFIX, REUSE_REPOSITORY
 from envbuild.lock.pylock import Lock
 from envbuild.lock.select import LockChoice, select_lock
 from envbuild.model import ModelSpec
-from envbuild.target import Platform, Target, model_python, parse_platform
+from envbuild.target import Platform, Target, choose_accelerator, model_python, parse_platform
 
 if TYPE_CHECKING:
     from envbuild.sources import Provenance
@@ -74,7 +74,8 @@ class ImageOptions:
     offline: bool = False
     uv_source: str = "auto"  # auto, binary (copy envbuild's uv), pip (install it in the build)
     nocache: bool = False  # build without the engine's layer cache (benchmarks)
-    accelerator: str | None = None
+    accelerator: str | None = None  # --accelerator as given (decided by image_target)
+    torch_index_url: str | None = None  # a mirror of PyTorch's indexes
 
 
 @dataclass(frozen=True)
@@ -323,11 +324,13 @@ def parse_labels(values: Sequence[str]) -> dict[str, str]:
 def image_target(env: EnvSpec, options: ImageOptions) -> Target:
     """The image's target: the model's Python (or ``--python``) on ``linux/<arch>``."""
     platform = image_platform(options.platform)
+    accelerator, reason = choose_accelerator(env, options.accelerator)
     return Target(
         python=model_python(env, options.python),
         platforms=(platform,),
         python_from_model=not options.python,
-        accelerator=options.accelerator,
+        accelerator=accelerator,
+        accelerator_reason=reason,
     )
 
 
@@ -358,8 +361,18 @@ def plan_image(
             )
         choice = lock
     else:
+        from envbuild.indexes import configure
+
+        indexes = configure(
+            model_options=env.index_options, torch_index_url=options.torch_index_url
+        )
         choice = select_lock(
-            model, env, image_target(env, options), offline=options.offline, on_progress=on_progress
+            model,
+            env,
+            image_target(env, options),
+            offline=options.offline,
+            indexes=indexes,
+            on_progress=on_progress,
         )
     lk = choice.lock
     warnings.extend(w for w in [*choice.warnings, *lk.warnings] if w not in warnings)

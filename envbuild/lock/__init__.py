@@ -72,6 +72,7 @@ def lock_model(
     extra_index_urls: Sequence[str] = (),
     find_links: Sequence[str] = (),
     trust_model_indexes: bool = False,
+    torch_index_url: str | None = None,
     write: bool = True,
     env: EnvSpec | None = None,
     on_progress: Callable[[str], None] | None = None,
@@ -94,6 +95,7 @@ def lock_model(
         find_links=find_links,
         model_options=env.index_options,
         trust_model_indexes=trust_model_indexes,
+        torch_index_url=torch_index_url,
     )
     lk = resolve(
         env,

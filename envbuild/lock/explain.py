@@ -113,6 +113,9 @@ def explain_failure(
     offline: bool = False,
     index: str = "https://pypi.org/simple",
     log_path: Path | None = None,
+    accelerator: str | None = None,
+    torch_index: str | None = None,
+    torch_index_source: str | None = None,
 ) -> ResolutionError:
     """One line (and a hint) a user can act on, from uv's failed ``pip compile`` output.
 
@@ -133,6 +136,15 @@ def explain_failure(
     def error(message: str, hint: str | None) -> ResolutionError:
         return ResolutionError(message, hint=hint, **location)
 
+    if torch_index is not None:
+        torch_error = _torch_failure(
+            everything, involved, accelerator or "", torch_index, torch_index_source, where
+        )
+        if torch_error is not None:
+            message, hint, req = torch_error
+            if req is not None:
+                location.update(path=env.model_path / req.origin.file, line=req.origin.line)
+            return error(message, hint)
     missing = re.search(r"Because (\S+) was not found in the package registry", everything)
     if missing:
         name = missing.group(1)
@@ -203,3 +215,51 @@ def explain_failure(
         f"uv could not resolve the requirements{where}: {_cut(head or reason, 300)}",
         "see the log for uv's full output",
     )
+
+
+def _torch_failure(
+    everything: str,
+    involved: list[Requirement],
+    accelerator: str,
+    torch_index: str,
+    source: str | None,
+    where: str,
+) -> tuple[str, str, Requirement | None] | None:
+    """A failure of the torch family on its PyTorch index, named with the index it needs."""
+    from envbuild.accelerator import TORCH_INDEX_VARIABLE, family_of
+
+    family = family_of(accelerator)
+    mirror_hint = (
+        f"without access to {_host(torch_index)}, pass a mirror of it: --torch-index-url URL or "
+        f"{TORCH_INDEX_VARIABLE}=URL ({{accelerator}} in the URL stands for {accelerator})"
+    )
+    host = _host(torch_index)
+    unreachable = any(sign in everything for sign in _NETWORK_SIGNS) and host in everything
+    req = next((r for r in involved if r.name in family), None)
+    named = req.text if req is not None else None
+    if unreachable:
+        subject = f"{named}: " if named else ""
+        return (
+            f"{subject}cannot reach the PyTorch {accelerator} index {torch_index}{where} "
+            f"(its torch builds come from there only)",
+            mirror_hint,
+            req,
+        )
+    absent = re.search(r"Because (\S+) was not found in the package registry", everything)
+    if absent and canonicalize_name(absent.group(1)) in family:
+        return (
+            f"{named or absent.group(1)}: no package named {absent.group(1)!r} on the PyTorch "
+            f"{accelerator} index {torch_index}{where}",
+            mirror_hint if source not in (None, "PyTorch") else "check --accelerator",
+            req,
+        )
+    if req is not None and ("there is no version of" in everything or "No solution" in everything):
+        mirror = source not in (None, "PyTorch")
+        return (
+            f"{req.text}: no such build on the PyTorch {accelerator} index {torch_index}{where}",
+            ("the mirror must hold it (" + (source or "") + ")")
+            if mirror
+            else "check the version, or choose another build: --accelerator cpu|cuda|cuXYZ",
+            req,
+        )
+    return None

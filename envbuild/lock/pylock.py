@@ -70,6 +70,7 @@ class Lock:
     environments: tuple[str, ...]
     content_digest: str = ""  # sha256 of what an installer reads: packages, targets
     accelerator: str | None = None
+    accelerator_reason: str | None = None
     indexes: Mapping[str, Any] = field(default_factory=dict, compare=False)
     path: Path | None = field(default=None, compare=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
@@ -146,6 +147,7 @@ class Lock:
             "platforms": list(self.platforms),
             "environments": list(self.environments),
             "accelerator": self.accelerator,
+            "accelerator_reason": self.accelerator_reason,
             "as_of": self.as_of,
             "input_digest": self.input_digest,
             "indexes": dict(self.indexes),
@@ -241,7 +243,8 @@ def lock_from_text(text: str, *, path: Path | None = None, warnings: Sequence[st
                 direct=bool(entry.get("vcs") or entry.get("directory") or archive),
             )
         )
-    indexes = {k: tool[k] for k in ("index-url", "extra-index-urls", "find-links") if k in tool}
+    keys = ("index-url", "extra-index-urls", "find-links", "accelerator-index")
+    indexes = {k: tool[k] for k in keys if k in tool}
     return Lock(
         text=text,
         digest=digest_text(text),
@@ -254,6 +257,7 @@ def lock_from_text(text: str, *, path: Path | None = None, warnings: Sequence[st
         environments=tuple(doc.get("environments", ())),
         content_digest=content_digest(doc),
         accelerator=tool.get("accelerator"),
+        accelerator_reason=tool.get("accelerator-reason"),
         indexes=indexes,
         path=path,
         warnings=tuple(warnings),

@@ -45,6 +45,11 @@ def _key(name: str) -> str:
     return name if _BARE_KEY.match(name) else _string(name)
 
 
+def toml_string(value: str) -> str:
+    """A TOML basic string holding exactly ``value``."""
+    return _string(value)
+
+
 def _string(value: str) -> str:
     out = []
     for ch in value:

@@ -11,8 +11,16 @@ run, which is often not the machine running envbuild. So:
   targets carries a ``marker``; ``environments`` lists the targets, so installing the lock
   anywhere else fails loudly instead of installing wrong wheels) and rendered in envbuild's
   canonical form (``toml.py``): same inputs and date, same bytes;
-* envbuild's own facts (target Python and platforms, the digest of the model's requirements, the
-  as-of date, the indexes) go under ``[tool.envbuild]``.
+* envbuild's own facts (target Python and platforms, the accelerator, the digest of the model's
+  requirements, the as-of date, the indexes) go under ``[tool.envbuild]``.
+
+An accelerator with a PyTorch index (``cpu``, ``cu121``, ``rocm6.0``; see ``accelerator.py``) is
+given to uv as an *explicit* index that only the torch family is pinned to: uv's
+``[[tool.uv.index]] explicit = true`` with ``[tool.uv.sources]``, which ``uv pip compile`` reads
+from a ``pyproject.toml`` input (``--torch-backend`` would do the routing too, but knows no mirror).
+Sources apply to direct requirements only, so a family package that arrives as a dependency
+(``torchmetrics`` requiring ``torch``) is added as a direct, unconstrained requirement and the
+resolution run again; it was in the result anyway, only its source changes.
 
 :func:`resolve` writes nothing the caller can see (uv works in a private temporary folder);
 writing the lock is :meth:`Lock.write`. uv's ``upload-time`` of every file is kept: it is a
@@ -29,16 +37,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
+from packaging.requirements import Requirement as PkgRequirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from envbuild import accelerator as accel
 from envbuild import proc
 from envbuild.envspec import EnvSpec
 from envbuild.errors import ResolutionError
 from envbuild.files import temporary_directory
-from envbuild.indexes import IndexConfig, configure
+from envbuild.indexes import IndexConfig, IndexSetting, configure
 from envbuild.lock.asof import as_of_from_settings
 from envbuild.lock.explain import explain_failure
 from envbuild.lock.pylock import (
@@ -51,7 +61,7 @@ from envbuild.lock.pylock import (
     local_files_warnings,
     lock_from_text,
 )
-from envbuild.lock.toml import render
+from envbuild.lock.toml import render, toml_string
 from envbuild.redact import redact
 from envbuild.target import Platform, Target, python_minor
 
@@ -86,6 +96,51 @@ class _Job:
     indexes: IndexConfig
     workdir: Path
     uv: str  # found once: uv's finder is not thread-safe (sysconfig's lazy init)
+    requirements: tuple[str, ...] = ()  # what uv is given (family pins retargeted)
+    torch_index: IndexSetting | None = None  # explicit index of the torch family, if any
+
+
+_INPUT = {False: "requirements.in", True: "pyproject.toml"}
+# the explicit index's credentials reach uv as variables (uv's per-index settings), never a file
+_INDEX_VARIABLE = "UV_INDEX_" + accel.INDEX_NAME.upper().replace("-", "_")
+
+
+def write_inputs(job: _Job, extra: Sequence[str] = ()) -> Path:
+    """uv's input in the work folder: ``requirements.in``, or with an explicit torch index a
+    ``pyproject.toml`` whose sources pin the family names among the requirements to it."""
+    lines = [*job.requirements, *extra]
+    if job.torch_index is None:
+        path = job.workdir / _INPUT[False]
+        path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+        return path
+    family = accel.family_of(job.target.accelerator)
+    names = sorted({canonicalize_name(PkgRequirement(line).name) for line in lines} & family)
+    marker = accel.platform_marker(job.target.accelerator or "")
+    pin = f"index = {toml_string(accel.INDEX_NAME)}"
+    if marker:
+        pin += f", marker = {toml_string(marker)}"
+    text = "\n".join(
+        [
+            "[project]",
+            'name = "envbuild-resolution"',
+            'version = "0"',
+            "dependencies = [",
+            *[f"  {toml_string(line)}," for line in lines],
+            "]",
+            "",
+            "[tool.uv.sources]",
+            *[f"{name} = {{ {pin} }}" for name in names],
+            "",
+            "[[tool.uv.index]]",
+            f"name = {toml_string(accel.INDEX_NAME)}",
+            f"url = {toml_string(_strip_credentials(job.torch_index.value))}",
+            "explicit = true",
+            "",
+        ]
+    )
+    path = job.workdir / _INPUT[True]
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def _uv_command(job: _Job, target: Platform, out_dir: Path) -> list[str]:
@@ -93,7 +148,7 @@ def _uv_command(job: _Job, target: Platform, out_dir: Path) -> list[str]:
         job.uv,
         "pip",
         "compile",
-        str(job.workdir / "requirements.in"),
+        str(job.workdir / _INPUT[job.torch_index is not None]),
         "--format",
         "pylock.toml",
         "--output-file",
@@ -125,6 +180,12 @@ def _child_env(job: _Job) -> dict[str, str]:
     env = job.indexes.child_env(proc.base_env())
     for name in _UV_HIDDEN_INPUTS:
         env.pop(name, None)
+    if job.torch_index is not None:
+        parts = urlsplit(job.torch_index.value)
+        if parts.username:
+            env[f"{_INDEX_VARIABLE}_USERNAME"] = unquote(parts.username)
+        if parts.password:
+            env[f"{_INDEX_VARIABLE}_PASSWORD"] = unquote(parts.password)
     return env
 
 
@@ -150,6 +211,9 @@ def _resolve_one(job: _Job, target: Platform) -> dict[str, Any]:
             offline=job.offline,
             index=str(job.indexes.record().get("index-url")),
             log_path=done.log_path,
+            accelerator=job.target.accelerator,
+            torch_index=job.torch_index.redacted if job.torch_index else None,
+            torch_index_source=job.torch_index.source if job.torch_index else None,
         )
     text = (out_dir / PYLOCK_NAME).read_text(encoding="utf-8")
     return tomllib.loads(text)
@@ -250,6 +314,10 @@ def _document(job: _Job, packages: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if job.target.accelerator:
         tool["accelerator"] = job.target.accelerator
+        if job.target.accelerator_reason:
+            tool["accelerator-reason"] = job.target.accelerator_reason
+    if job.torch_index is not None:
+        tool["accelerator-index"] = job.torch_index.redacted
     if env.python is not None:
         tool["model-python"] = env.python.specifier
     if job.as_of:
@@ -282,6 +350,7 @@ def _lock_warnings(
                     f"{package['name']}=={package.get('version')} has no wheel for {platform.name}"
                     f" (Python {job.target.python}): it will be built from source at install time"
                 )
+    out.extend(_retarget_warnings(job))
     out.extend(local_files_warnings(packages, job.indexes.local_advice()))
     missing = sorted(
         {
@@ -298,6 +367,47 @@ def _lock_warnings(
             "`uv pip sync --require-hashes` will refuse them"
         )
     return list(dict.fromkeys(out))
+
+
+def _retarget_warnings(job: _Job) -> list[str]:
+    out = []
+    for req, given in zip(job.env.requirements, job.requirements, strict=True):
+        if given != req.text:
+            out.append(
+                f"{req.text} ({req.origin}) is resolved as {given} for --accelerator "
+                f"{job.target.accelerator}"
+            )
+    return out
+
+
+def _resolve_all(job: _Job) -> list[tuple[Platform, Mapping[str, Any]]]:
+    """Every target platform resolved; with an explicit torch index, again with the family
+    packages that came in as dependencies made direct (so that their source applies)."""
+    extra: list[str] = []
+    direct = {canonicalize_name(PkgRequirement(line).name) for line in job.requirements}
+    family = accel.family_of(job.target.accelerator)
+    results: list[tuple[Platform, Mapping[str, Any]]] = []
+    for _ in range(3):  # each round can only add family names: at most a few
+        write_inputs(job, extra)
+        if len(job.target.platforms) == 1:
+            platform = job.target.platforms[0]
+            results = [(platform, _resolve_one(job, platform))]
+        else:
+            with ThreadPoolExecutor(max_workers=len(job.target.platforms)) as pool:
+                futures = [(t, pool.submit(_resolve_one, job, t)) for t in job.target.platforms]
+                results = [(t, f.result()) for t, f in futures]
+        if job.torch_index is None:
+            return results
+        found = {
+            str(canonicalize_name(str(p["name"])))
+            for _, doc in results
+            for p in doc.get("packages", [])
+        }
+        missing = sorted((found & family) - direct - {canonicalize_name(e) for e in extra})
+        if not missing:
+            return results
+        extra += missing
+    return results
 
 
 def resolve(
@@ -320,10 +430,10 @@ def resolve(
         as_of = as_of_from_settings()
     if indexes is None:
         indexes = configure(model_options=env.index_options)
+    torch_index = None
+    if accel.has_index(target.accelerator):
+        torch_index = indexes.torch_index(target.accelerator or "")
     with temporary_directory("lock") as workdir:
-        (workdir / "requirements.in").write_text(
-            "".join(f"{r.text}\n" for r in env.requirements), encoding="utf-8"
-        )
         if env.constraints:
             (workdir / "constraints.txt").write_text(
                 "".join(f"{r.text}\n" for r in env.constraints), encoding="utf-8"
@@ -336,6 +446,10 @@ def resolve(
             indexes=indexes,
             workdir=workdir,
             uv=proc.uv_bin(),
+            requirements=tuple(accel.retarget(r.text, target.accelerator) for r in env.requirements)
+            if target.accelerator
+            else tuple(r.text for r in env.requirements),
+            torch_index=torch_index,
         )
         if on_progress is not None:
             on_progress(
@@ -345,12 +459,12 @@ def resolve(
         results: list[tuple[Platform, Mapping[str, Any]]]
         if not env.requirements:
             results = [(platform, {"packages": []}) for platform in target.platforms]
-        elif len(target.platforms) == 1:
-            results = [(target.platforms[0], _resolve_one(job, target.platforms[0]))]
         else:
-            with ThreadPoolExecutor(max_workers=len(target.platforms)) as pool:
-                futures = [(t, pool.submit(_resolve_one, job, t)) for t in target.platforms]
-                results = [(t, f.result()) for t, f in futures]
+            results = _resolve_all(job)
         text = render(_document(job, merge(results)))
     lk = lock_from_text(text)
-    return replace(lk, warnings=tuple(_lock_warnings(job, results, lk.packages)))
+    return replace(
+        lk,
+        warnings=tuple(_lock_warnings(job, results, lk.packages)),
+        accelerator_reason=lk.accelerator_reason or target.accelerator_reason,
+    )
