@@ -127,6 +127,11 @@ def torch_index_url(accelerator: str, mirror: str | None = None) -> str:
     return f"{PYTORCH_INDEX}/{accelerator}"
 
 
+def is_cuda_library(name: str) -> bool:
+    """NVIDIA's CUDA libraries as wheels (``nvidia-cublas-cu12``, ``nvidia-nccl-cu12``, ...)."""
+    return name.startswith("nvidia-")
+
+
 def is_pytorch_index(url: str) -> bool:
     """Whether ``url`` is one of PyTorch's accelerator indexes (what capture writes as
     ``--extra-index-url`` for pip's sake; envbuild uses it as an explicit index instead)."""

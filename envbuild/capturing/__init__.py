@@ -60,6 +60,9 @@ def infer_requirements(
     """The requirements a saved model really imports, pinned to the versions installed in
     ``python`` (default: this interpreter), for ``mlflow.<flavor>.log_model(pip_requirements=)``.
 
-    The ``--extra-index-url`` a labelled build (``torch==2.1.0+cpu``) needs comes first.
+    The ``--extra-index-url`` a labelled build (``torch==2.1.0+cpu``) needs comes first. Every
+    direct requirement is listed, not only the roots ``capture --write`` puts in
+    ``requirements.txt``: MLflow installs these without envbuild's lock, so a package that
+    another one merely allows (scikit-learn under mlflow's ``<2``) must be pinned here.
     """
-    return capture_model(model, python=python).requirement_lines()
+    return capture_model(model, python=python).requirement_lines(roots_only=False)

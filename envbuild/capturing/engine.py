@@ -13,11 +13,17 @@ static imports and the predictions. This module decides, with ``packaging``:
 * **the direct requirements**: every distribution something was imported from, plus those the
   model's code imports statically, minus envbuild itself; each pinned ``==`` its installed
   version with local labels kept (``torch==2.1.0+cu118``), or to the URL it was installed from;
+* **the roots**, what ``requirements.txt`` lists: the direct requirements that no other captured
+  distribution requires (``mlflow`` and ``torch``, not the ``numpy`` both require); the lock pins
+  the rest, so the file stays readable and the environment exact;
 * **the closure**: the direct requirements and their ``Requires-Dist`` among the installed
   distributions, with markers evaluated for the logging interpreter (the lock pins all of them
   at their installed versions: the environment the model was logged in, not a fresh resolution);
 * **what cannot be reproduced from an index**: labelled builds (the index they need is recorded),
-  local builds (installed from a folder or a local file), modules no distribution provides.
+  local builds (installed from a folder or a local file), modules no distribution provides;
+* **what is installed but broken**: a direct requirement the model never imported at run time,
+  or an installed torch-family package, that fails to import in the logging interpreter
+  (``import_check.py``, run there) is reported, and left out unless another package needs it.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +52,7 @@ from envbuild.inputs import default_input, has_example
 from envbuild.model import ModelSpec
 
 PROBE = Path(__file__).resolve().parent.parent / "runtime" / "capture_probe.py"
+IMPORT_CHECK = Path(__file__).resolve().parent / "import_check.py"
 PROBE_EXIT_BAD_INPUT = 2
 PROBE_EXIT_MODEL = 5
 
@@ -80,6 +87,8 @@ class CapturedPackage:
     index: str | None = None  # the extra index a labelled build comes from
     source: str | None = None  # the URL it was installed from (direct_url.json), if any
     local: bool = False  # installed from a local folder or file: on no index
+    root: bool = False  # a direct requirement no other captured distribution requires
+    broken: str | None = None  # why it fails to import in the logging environment
 
     @property
     def key(self) -> str:
@@ -104,6 +113,8 @@ class CapturedPackage:
             "index": self.index,
             "source": proc.redact(self.source) if self.source else None,
             "local": self.local,
+            "root": self.root,
+            "broken": self.broken,
         }
 
 
@@ -139,11 +150,19 @@ class Capture:
     excluded: Mapping[str, int] = field(default_factory=dict)
     timings: Mapping[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    required_by: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # key -> closure keys
+    broken: tuple[CapturedPackage, ...] = ()  # installed, failing to import, left out
+
+    @property
+    def roots(self) -> tuple[CapturedPackage, ...]:
+        """The direct requirements no other captured distribution requires."""
+        return tuple(p for p in self.packages if p.root)
 
     @property
     def requirements(self) -> list[str]:
-        """The direct requirements as PEP 508 strings (usable as MLflow's ``pip_requirements``)."""
-        return [p.requirement for p in self.packages]
+        """The roots as PEP 508 strings: ``requirements.txt`` (and MLflow's ``pip_requirements``);
+        the lock pins the whole closure."""
+        return [p.requirement for p in self.roots]
 
     @property
     def unmapped_modules(self) -> list[str]:
@@ -158,9 +177,11 @@ class Capture:
     def local_builds(self) -> list[CapturedPackage]:
         return [p for p in self.closure if p.local]
 
-    def requirement_lines(self) -> list[str]:
-        """requirements.txt's lines: the extra indexes the pins need, then the pins."""
-        return [f"--extra-index-url {url}" for url in self.extra_index_urls] + self.requirements
+    def requirement_lines(self, *, roots_only: bool = True) -> list[str]:
+        """requirements.txt's lines: the extra indexes the pins need, then the pins (the roots;
+        ``roots_only=False``: every direct requirement, for a file no lock goes with)."""
+        pins = self.requirements if roots_only else [p.requirement for p in self.packages]
+        return [f"--extra-index-url {url}" for url in self.extra_index_urls] + pins
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -170,7 +191,9 @@ class Capture:
             "implementation": self.implementation,
             "backend": self.backend,
             "requirements": self.requirements,
+            "roots": [p.name for p in self.roots],
             "packages": [p.to_dict() for p in self.packages],
+            "broken": [p.to_dict() for p in self.broken],
             "closure": [p.requirement for p in self.closure],
             "extra_index_urls": self.extra_index_urls,
             "local_builds": [
@@ -231,7 +254,7 @@ def compare(capture: Capture, env: EnvSpec | None) -> Changes:
     current: dict[str, list[str]] = {}
     for req in env.requirements if env is not None else ():
         current.setdefault(req.name, []).append(req.text)
-    captured = {p.key: p.requirement for p in capture.packages}
+    captured = {p.key: p.requirement for p in capture.roots}
     added = [captured[k] for k in sorted(set(captured) - set(current))]
     removed = [t for k in sorted(set(current) - set(captured)) for t in current[k]]
     repinned = []
@@ -359,13 +382,12 @@ def capture_model(
         if on_progress is not None:
             on_progress(f"loading the model in {exe}" + (" and predicting" if input_path else ""))
         doc, _ = run_probe(spec, exe, input_path)
-    return interpret(
-        doc,
-        model_path=spec.path,
-        python=exe,
-        input_path=shown_input,
-        seconds=time.monotonic() - started,
-    )
+    result = interpret(doc, model_path=spec.path, python=exe, input_path=shown_input)
+    candidates = import_candidates(result)
+    if candidates and on_progress is not None:
+        on_progress(f"checking that {len(candidates)} package(s) import")
+    result = mark_broken(result, check_imports(exe, candidates))
+    return replace(result, seconds=time.monotonic() - started)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -617,6 +639,15 @@ def interpret(
     ]
     closure = [p for p in closure if p.key not in EXCLUDED]
     closure.sort(key=lambda p: p.key)
+    keys = {p.key for p in closure}
+    required_by: dict[str, set[str]] = {key: set() for key in keys}
+    for key in keys:
+        for dep, _ in installed.requirements_of(key, frozenset()):
+            if dep in required_by and dep != key:
+                required_by[dep].add(key)
+    frozen_by = {k: tuple(sorted(v)) for k, v in sorted(required_by.items())}
+    direct = {p.key: p for p in mark_roots(list(direct.values()), frozen_by)}
+    closure = [direct.get(p.key, p) for p in closure]
 
     for package in closure:
         if package.local:
@@ -660,4 +691,101 @@ def interpret(
         excluded=dict(doc.get("excluded") or {}),
         timings=dict(doc.get("timings") or {}),
         seconds=seconds,
+        required_by=frozen_by,
+    )
+
+
+def mark_roots(
+    packages: Sequence[CapturedPackage], required_by: Mapping[str, Sequence[str]]
+) -> list[CapturedPackage]:
+    """``packages`` with ``root`` set: required by no captured distribution outside what the
+    package itself requires (so that a requirement cycle does not hide both of its members)."""
+    requires: dict[str, set[str]] = {}
+    for dep, requirers in required_by.items():
+        for requirer in requirers:
+            requires.setdefault(requirer, set()).add(dep)
+
+    def reach(key: str) -> set[str]:
+        seen, todo = {key}, [key]
+        while todo:
+            for dep in requires.get(todo.pop(), ()):
+                if dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        return seen
+
+    out = []
+    for package in packages:
+        mine = reach(package.key)
+        root = not any(other not in mine for other in required_by.get(package.key, ()))
+        out.append(replace(package, root=root))
+    return out
+
+
+def import_candidates(capture: Capture) -> list[str]:
+    """Distributions whose import is unproven: direct requirements never imported at run time
+    (static imports only) and torch-family packages of the closure nothing imported."""
+    from envbuild.accelerator import TORCH_FAMILY
+
+    names = {p.name for p in capture.packages if "import" not in p.found_by}
+    names |= {p.name for p in capture.closure if p.key in TORCH_FAMILY and not p.modules}
+    return sorted(names)
+
+
+def check_imports(python: str, names: Sequence[str]) -> dict[str, str | None]:
+    """``{name: None | why it fails to import}`` in the logging interpreter (a subprocess)."""
+    if not names:
+        return {}
+    env = proc.base_env({"PYTHONDONTWRITEBYTECODE": "1"})
+    done = proc.run(
+        [python, str(IMPORT_CHECK), *names],
+        what="checking that the captured packages import",
+        error=ModelRunError,
+        env=env,
+        check=False,
+    )
+    for line in reversed(done.stdout.strip().splitlines()):
+        try:
+            found = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(found, dict):
+            return {str(k): (str(v) if v else None) for k, v in found.items()}
+    return {}  # the check itself failed: nothing is known broken
+
+
+def mark_broken(capture: Capture, errors: Mapping[str, str | None]) -> Capture:
+    """Report the packages that fail to import; leave out those nothing else needs."""
+    broken: dict[str, str] = {str(canonicalize_name(n)): e for n, e in errors.items() if e}
+    if not broken:
+        return capture
+    warnings = list(capture.warnings)
+    dropped: set[str] = set()
+    for package in capture.closure:
+        error = broken.get(package.key)
+        if error is None:
+            continue
+        needed = [k for k in capture.required_by.get(package.key, ()) if k not in broken]
+        shown = f"{package.name} {package.version} is installed but fails to import ({error})"
+        if needed:
+            warnings.append(f"{shown}; kept because {', '.join(needed)} require(s) it")
+        else:
+            dropped.add(package.key)
+            warnings.append(f"{shown}: left out of the requirements and the lock")
+    keep_by = {
+        k: tuple(r for r in v if r not in dropped)
+        for k, v in capture.required_by.items()
+        if k not in dropped
+    }
+    # a broken package is no reason to keep a working one out of requirements.txt
+    working_by = {k: tuple(r for r in v if r not in broken) for k, v in keep_by.items()}
+    packages = mark_roots([p for p in capture.packages if p.key not in dropped], working_by)
+    by_key = {p.key: p for p in packages}
+    return replace(
+        capture,
+        packages=tuple(packages),
+        closure=tuple(by_key.get(p.key, p) for p in capture.closure if p.key not in dropped),
+        broken=tuple(replace(p, broken=broken[p.key]) for p in capture.closure if p.key in broken),
+        required_by=keep_by,
+        warnings=tuple(warnings),
     )

@@ -66,7 +66,8 @@ def _listing(items: list[str], limit: int = 8) -> str:
 def render(capture: Capture, changes: Changes, written: Written | None, shown_model: str) -> str:
     lines = [
         f"{shown_model}: {len(capture.packages)} requirements captured with Python "
-        f"{capture.python_version} ({capture.python}) in {capture.seconds:.1f} s"
+        f"{capture.python_version} ({capture.python}) in {capture.seconds:.1f} s; "
+        f"{len(capture.roots)} root(s) for requirements.txt, the rest pinned by the lock"
     ]
     width = max((len(p.requirement) for p in capture.packages), default=0)
     for package in capture.packages:
@@ -79,8 +80,12 @@ def render(capture: Capture, changes: Changes, written: Written | None, shown_mo
             notes.append("imported while predicting")
         if package.index:
             notes.append(f"from {package.index}")
+        if not package.root:
+            notes.append("required by another: lock only")
         lines.append(f"  {package.requirement:<{width}}  {'; '.join(notes)}".rstrip())
     lines.append(f"closure: {len(capture.closure)} packages at their installed versions")
+    for package in capture.broken:
+        lines.append(f"broken: {package.name} {package.version}: {package.broken}")
     if capture.unmapped_modules:
         lines.append(f"unmapped modules: {', '.join(capture.unmapped_modules)}")
     source = changes.source or "the model's files"

@@ -98,6 +98,7 @@ class _Job:
     uv: str  # found once: uv's finder is not thread-safe (sysconfig's lazy init)
     requirements: tuple[str, ...] = ()  # what uv is given (family pins retargeted)
     torch_index: IndexSetting | None = None  # explicit index of the torch family, if any
+    excludes: tuple[str, ...] = ()  # left out of the resolution (CUDA libraries for cpu)
 
 
 _INPUT = {False: "requirements.in", True: "pyproject.toml"}
@@ -169,6 +170,8 @@ def _uv_command(job: _Job, target: Platform, out_dir: Path) -> list[str]:
     ]
     if job.env.constraints:
         args += ["--constraints", str(job.workdir / "constraints.txt")]
+    if job.excludes:
+        args += ["--excludes", str(job.workdir / "excludes.txt")]
     if job.as_of:
         args += ["--exclude-newer", job.as_of]
     if job.offline:
@@ -318,6 +321,8 @@ def _document(job: _Job, packages: list[dict[str, Any]]) -> dict[str, Any]:
             tool["accelerator-reason"] = job.target.accelerator_reason
     if job.torch_index is not None:
         tool["accelerator-index"] = job.torch_index.redacted
+    if job.excludes:
+        tool["left-out"] = list(job.excludes)
     if env.python is not None:
         tool["model-python"] = env.python.specifier
     if job.as_of:
@@ -351,6 +356,12 @@ def _lock_warnings(
                     f" (Python {job.target.python}): it will be built from source at install time"
                 )
     out.extend(_retarget_warnings(job))
+    if job.excludes:
+        out.append(
+            f"--accelerator {job.target.accelerator}: left out {', '.join(job.excludes)} "
+            "(CUDA libraries a CPU build does not load; the packages that require them are "
+            "installed without them)"
+        )
     out.extend(local_files_warnings(packages, job.indexes.local_advice()))
     missing = sorted(
         {
@@ -380,34 +391,53 @@ def _retarget_warnings(job: _Job) -> list[str]:
     return out
 
 
-def _resolve_all(job: _Job) -> list[tuple[Platform, Mapping[str, Any]]]:
-    """Every target platform resolved; with an explicit torch index, again with the family
-    packages that came in as dependencies made direct (so that their source applies)."""
+def _resolve_round(job: _Job, extra: Sequence[str]) -> list[tuple[Platform, Mapping[str, Any]]]:
+    write_inputs(job, extra)
+    if job.excludes:
+        (job.workdir / "excludes.txt").write_text(
+            "".join(f"{name}\n" for name in job.excludes), encoding="utf-8"
+        )
+    if len(job.target.platforms) == 1:
+        platform = job.target.platforms[0]
+        return [(platform, _resolve_one(job, platform))]
+    with ThreadPoolExecutor(max_workers=len(job.target.platforms)) as pool:
+        futures = [(t, pool.submit(_resolve_one, job, t)) for t in job.target.platforms]
+        return [(t, f.result()) for t, f in futures]
+
+
+def _resolve_all(job: _Job) -> tuple[_Job, list[tuple[Platform, Mapping[str, Any]]]]:
+    """Every target platform resolved, then again while a round changes what uv is given:
+
+    * with an explicit torch index, the family packages that came in as dependencies are made
+      direct (so that their source applies);
+    * for ``--accelerator cpu``, the ``nvidia-*`` CUDA libraries other packages pull in on Linux
+      (xgboost's ``nvidia-nccl-cu12``) are left out (uv's ``--excludes``): a CPU build never loads
+      them. One the model asks for by name is kept.
+    """
     extra: list[str] = []
     direct = {canonicalize_name(PkgRequirement(line).name) for line in job.requirements}
     family = accel.family_of(job.target.accelerator)
     results: list[tuple[Platform, Mapping[str, Any]]] = []
-    for _ in range(3):  # each round can only add family names: at most a few
-        write_inputs(job, extra)
-        if len(job.target.platforms) == 1:
-            platform = job.target.platforms[0]
-            results = [(platform, _resolve_one(job, platform))]
-        else:
-            with ThreadPoolExecutor(max_workers=len(job.target.platforms)) as pool:
-                futures = [(t, pool.submit(_resolve_one, job, t)) for t in job.target.platforms]
-                results = [(t, f.result()) for t, f in futures]
-        if job.torch_index is None:
-            return results
+    for _ in range(4):  # each round only adds names: a few at most
+        results = _resolve_round(job, extra)
         found = {
             str(canonicalize_name(str(p["name"])))
             for _, doc in results
             for p in doc.get("packages", [])
         }
-        missing = sorted((found & family) - direct - {canonicalize_name(e) for e in extra})
-        if not missing:
-            return results
+        missing: list[str] = []
+        if job.torch_index is not None:
+            missing = sorted((found & family) - direct - {canonicalize_name(e) for e in extra})
+        left_out: list[str] = []
+        if job.target.accelerator == "cpu":
+            left_out = sorted(n for n in found if accel.is_cuda_library(n) and n not in direct)
+        if not missing and not left_out:
+            if not found & family:  # no torch here: the explicit index served nothing
+                job = replace(job, torch_index=None)
+            return job, results
         extra += missing
-    return results
+        job = replace(job, excludes=tuple(sorted({*job.excludes, *left_out})))
+    return job, results
 
 
 def resolve(
@@ -460,7 +490,7 @@ def resolve(
         if not env.requirements:
             results = [(platform, {"packages": []}) for platform in target.platforms]
         else:
-            results = _resolve_all(job)
+            job, results = _resolve_all(job)
         text = render(_document(job, merge(results)))
     lk = lock_from_text(text)
     return replace(

@@ -274,8 +274,12 @@ def test_captured_requirements_are_what_the_model_imports(
     from importlib import metadata
 
     data = capture_json(models[name])
-    captured = names(data["requirements"])
+    captured = names([p["requirement"] for p in data["packages"]])
     assert NEEDED[name] <= captured, NEEDED[name] - captured
+    # requirements.txt gets the roots: what nothing else captured requires (mlflow, not numpy)
+    roots = names(data["requirements"])
+    assert "mlflow" in roots and "numpy" not in roots and roots <= captured
+    assert roots == {canonicalize_name(n) for n in data["roots"]}
     static_only = {
         canonicalize_name(p["name"]) for p in data["packages"] if p["found_by"] == ["static"]
     }
@@ -288,7 +292,8 @@ def test_captured_requirements_are_what_the_model_imports(
     assert data["python_version"] == ".".join(map(str, sys.version_info[:3]))
     assert {"requirements", "python_version", "unmapped_modules", "changes"} <= set(data)
     assert data["written"] is None
-    assert data["changes"]["added"], "MLflow's incomplete requirements.txt gains pins"
+    changes = data["changes"]
+    assert changes["changed"] and changes["repinned"][0]["from"] == "mlflow", changes
 
 
 def test_lazy_import_in_predict_is_captured(models: dict[str, Path]) -> None:

@@ -353,3 +353,30 @@ def test_the_model_pytorch_index_option_is_not_a_warning(tmp_path: Path) -> None
     warnings = read_env(load_model(model)).warnings
     assert not any("download.pytorch.org" in w for w in warnings)
     assert any("other.example" in w and "is ignored" in w for w in warnings)
+
+
+def test_cpu_leaves_out_the_cuda_libraries_others_pull_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = torch_model(tmp_path / "m", "xgboost==3.2.0\nnvidia-cuda-runtime-cu12==12.8.90\n")
+    rounds: list[list[str]] = []
+
+    def resolve_one(job, platform):
+        excludes = job.workdir / "excludes.txt"
+        left_out = excludes.read_text().split() if job.excludes else []
+        rounds.append(left_out)
+        names = ["nvidia-cuda-runtime-cu12", "nvidia-nccl-cu12", "numpy", "xgboost"]
+        return {"packages": [{"name": n, "version": "1.0"} for n in names if n not in left_out]}
+
+    monkeypatch.setattr(uvmod, "_resolve_one", resolve_one)
+    env = read_env(load_model(model))
+    target = Target.for_model(env, accelerator="cpu")
+    lk = uvmod.resolve(env, target, indexes=configure())
+    assert rounds == [[], ["nvidia-nccl-cu12"]]
+    # the model's own nvidia-* requirement stays: it asked for it by name
+    assert [p.name for p in lk.packages] == ["numpy", "nvidia-cuda-runtime-cu12", "xgboost"]
+    job = uvmod._Job(env, target, None, False, configure(), tmp_path, "uv", excludes=("x",))
+    assert "--excludes" in uvmod._uv_command(job, target.platforms[0], tmp_path)
+    assert lk.tool["left-out"] == ["nvidia-nccl-cu12"]
+    assert "accelerator-index" not in lk.tool  # no torch: the PyTorch index served nothing
+    assert any("left out nvidia-nccl-cu12" in w for w in lk.warnings)

@@ -119,6 +119,11 @@ def captured(doc: dict, model: Path = Path("/model")) -> engine.Capture:
     return interpret(doc, model_path=model, python="/venv/bin/python")
 
 
+def direct(result: engine.Capture) -> list[str]:
+    """Every direct requirement (what was imported), roots or not."""
+    return [p.requirement for p in result.packages]
+
+
 MLFLOW_FAMILY = [
     dist("mlflow", "3.1.0", "mlflow-skinny==3.1.0", "Flask<4"),
     dist("mlflow-skinny", "3.1.0", "mlflow-tracing==3.1.0", "PyYAML<7,>=5.1"),
@@ -138,7 +143,7 @@ def test_a_file_several_distributions_ship_goes_to_the_one_that_requires_the_oth
         ],
     )
     result = captured(doc)
-    assert result.requirements == ["mlflow==3.1.0", "PyYAML==6.0.2"]
+    assert direct(result) == ["mlflow==3.1.0", "PyYAML==6.0.2"]
     assert [p.requirement for p in result.closure] == [
         "Flask==3.0.0",
         "mlflow==3.1.0",
@@ -153,7 +158,7 @@ def test_a_file_several_distributions_ship_goes_to_the_one_that_requires_the_oth
 def test_skinny_alone_is_captured_as_skinny() -> None:
     dists = [d for d in MLFLOW_FAMILY if d["name"] != "mlflow"]
     doc = document(dists, [("mlflow", ["mlflow-skinny", "mlflow-tracing"], "load")])
-    assert captured(doc).requirements == ["mlflow-skinny==3.1.0"]
+    assert direct(captured(doc)) == ["mlflow-skinny==3.1.0"]
 
 
 def test_the_file_really_loaded_decides_by_its_hash() -> None:
@@ -162,14 +167,14 @@ def test_the_file_really_loaded_decides_by_its_hash() -> None:
         dists,
         [("cv2", [("opencv-python", False), ("opencv-python-headless", True)], "load")],
     )
-    assert captured(doc).requirements == ["opencv-python-headless==4.10.0.84"]
+    assert direct(captured(doc)) == ["opencv-python-headless==4.10.0.84"]
 
 
 def test_identical_files_of_unrelated_distributions_are_reported() -> None:
     dists = [dist("b-fork", "1.0"), dist("a-fork", "1.0")]
     doc = document(dists, [("common", ["b-fork", "a-fork"], "load")])
     result = captured(doc)
-    assert result.requirements == ["a-fork==1.0"]
+    assert direct(result) == ["a-fork==1.0"]
     assert any("provided by a-fork, b-fork" in w for w in result.warnings)
 
 
@@ -184,7 +189,7 @@ def test_namespace_package_portions_map_to_their_own_distributions() -> None:
         ],
     )
     result = captured(doc)
-    assert result.requirements == ["google-auth==2.30.0", "protobuf==5.27.0"]
+    assert direct(result) == ["google-auth==2.30.0", "protobuf==5.27.0"]
     auth = result.packages[0]
     assert auth.modules == ("google.auth",) and auth.phase == "predict"
 
@@ -198,7 +203,7 @@ def test_local_version_labels_are_kept_and_their_index_recorded() -> None:
     ]
     doc = document(dists, [("torch", ["torch"], "load"), ("torchvision", ["torchvision"], "load")])
     result = captured(doc)
-    assert result.requirements == ["torch==2.1.0+cu118", "torchvision==0.16.0+cpu"]
+    assert direct(result) == ["torch==2.1.0+cu118", "torchvision==0.16.0+cpu"]
     assert result.extra_index_urls == [
         "https://download.pytorch.org/whl/cpu",
         "https://download.pytorch.org/whl/cu118",
@@ -228,7 +233,7 @@ def test_an_unknown_label_and_a_local_build_are_reported() -> None:
     ]
     doc = document(dists, [("fancy", ["fancy"], "load"), ("mylib", ["mylib"], "load")])
     result = captured(doc)
-    assert result.requirements == ["fancy==1.0+internal", "mylib==0.3"]
+    assert direct(result) == ["fancy==1.0+internal", "mylib==0.3"]
     assert [p.name for p in result.local_builds] == ["mylib"]
     text = " ".join(result.warnings)
     assert "fancy==1.0+internal is a labelled build (+internal) from no known index" in text
@@ -252,7 +257,7 @@ def test_url_installs_are_pinned_to_their_url() -> None:
         ),
     ]
     doc = document(dists, [("vcspkg", ["vcspkg"], "load"), ("wheelpkg", ["wheelpkg"], "load")])
-    assert captured(doc).requirements == [
+    assert direct(captured(doc)) == [
         "vcspkg @ git+https://github.com/o/vcspkg@0123abcd",
         "wheelpkg @ https://files.example.org/wheelpkg-2.0-py3-none-any.whl",
     ]
@@ -291,7 +296,7 @@ def test_static_imports_add_distributions_and_report_unmapped_modules() -> None:
         ],
     )
     result = captured(doc)
-    assert result.requirements == ["pillow==10.3.0", "PyYAML==6.0.1"]  # never envbuild
+    assert direct(result) == ["pillow==10.3.0", "PyYAML==6.0.1"]  # never envbuild
     pillow, pyyaml = result.packages
     assert pillow.found_by == ("static",) and pillow.modules == ("PIL.Image",)
     assert pyyaml.found_by == ("import", "static") and pyyaml.phase == "predict"
@@ -304,7 +309,7 @@ def test_modules_from_no_distribution_are_unmapped() -> None:
         [dist("numpy", "1.26.4")], [("helpers", [], "load"), ("numpy", ["numpy"], "load")]
     )
     result = captured(doc)
-    assert result.requirements == ["numpy==1.26.4"]
+    assert direct(result) == ["numpy==1.26.4"]
     assert result.unmapped_modules == ["helpers"]
     assert "no installed distribution provides module helpers (imported from" in " ".join(
         result.warnings
@@ -316,6 +321,91 @@ def test_without_input_example_predict_is_not_run_and_said_so() -> None:
     result = captured(doc)
     assert result.expected_output is None
     assert any("no input example" in w for w in result.warnings)
+
+
+def test_roots_are_the_direct_requirements_nothing_else_captured_requires() -> None:
+    dists = [
+        dist("mlflow", "3.1.0", "numpy<3", "scikit-learn<2"),
+        dist("scikit-learn", "1.5.0", "numpy>=1.19"),
+        dist("numpy", "1.26.4"),
+        dist("torch", "2.13.0+cpu", "filelock"),
+        dist("filelock", "3.15.0"),
+        # a requirement cycle: neither hides the other
+        dist("left", "1.0", "right"),
+        dist("right", "1.0", "left"),
+    ]
+    modules = [
+        ("mlflow", ["mlflow"], "load"),
+        ("sklearn", ["scikit-learn"], "load"),
+        ("numpy", ["numpy"], "load"),
+        ("torch", ["torch"], "load"),
+        ("filelock", ["filelock"], "load"),
+        ("left", ["left"], "load"),
+        ("right", ["right"], "load"),
+    ]
+    result = captured(document(dists, modules))
+    assert result.requirements == ["left==1.0", "mlflow==3.1.0", "right==1.0", "torch==2.13.0+cpu"]
+    assert [p.name for p in result.packages if not p.root] == ["filelock", "numpy", "scikit-learn"]
+    assert len(result.closure) == 7  # the lock still pins every one
+
+
+def test_a_broken_package_is_reported_and_left_out_unless_needed() -> None:
+    dists = [
+        dist("torch", "2.13.0+cpu"),
+        dist("torchvision", "0.28.0", "torch"),
+        dist("helper", "1.0", "torchaudio"),
+        dist("torchaudio", "2.13.0", "torch"),
+        dist("pip", "24.0"),
+    ]
+    modules = [("torch", ["torch"], "load"), ("helper", ["helper"], "load")]
+    static = [("torchvision", ["torchvision"], False)]
+    result = captured(document(dists, modules, static))
+    assert engine.import_candidates(result) == ["torchaudio", "torchvision"]
+    assert result.requirements == ["helper==1.0", "torchvision==0.28.0"]  # torch: required
+    error = "import torchvision: RuntimeError: operator torchvision::nms does not exist"
+    marked = engine.mark_broken(
+        result, {"torchvision": error, "torchaudio": "import torchaudio: OSError: x"}
+    )
+    assert [p.name for p in marked.broken] == ["torchaudio", "torchvision"]
+    assert marked.broken[1].broken == error
+    # torchvision: nothing needs it, left out; torch becomes a root again
+    assert marked.requirements == ["helper==1.0", "torch==2.13.0+cpu"]
+    assert "torchvision" not in {p.key for p in marked.closure}
+    # torchaudio: helper requires it, so it stays in the lock, with a warning
+    assert "torchaudio" in {p.key for p in marked.closure}
+    assert any("torchvision 0.28.0 is installed but fails to import" in w for w in marked.warnings)
+    assert any("torchaudio" in w and "kept because helper" in w for w in marked.warnings)
+    assert engine.mark_broken(result, {"torchvision": None}) is result
+
+
+def test_the_import_check_runs_in_the_logging_interpreter(tmp_path: Path) -> None:
+    """The stdlib-only checker, run by path as capture runs it, on a package that raises."""
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    (site / "brokenpkg").mkdir(parents=True)
+    (site / "brokenpkg" / "__init__.py").write_text(
+        "raise RuntimeError('built for another torch')\n"
+    )
+    info = site / "brokenpkg-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenpkg\nVersion: 1.0\n")
+    (info / "RECORD").write_text("brokenpkg/__init__.py,,\nbrokenpkg-1.0.dist-info/METADATA,,\n")
+    done = subprocess.run(
+        [sys.executable, str(engine.IMPORT_CHECK), "brokenpkg", "PyYAML", "no-such-dist"],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin"},
+        check=True,
+    )
+    found = json.loads(done.stdout)
+    assert found == {
+        "brokenpkg": "import brokenpkg: RuntimeError: built for another torch",
+        "PyYAML": None,
+        "no-such-dist": None,
+    }
+    assert engine.check_imports(sys.executable, ["PyYAML"]) == {"PyYAML": None}
 
 
 def test_compare_lists_added_removed_and_repinned(sklearn_model: Path) -> None:
@@ -412,7 +502,8 @@ def test_the_three_env_files_carry_the_same_pins(sklearn_model: Path) -> None:
     spec = load_model(sklearn_model)
     result = captured(document(SKLEARN_DISTS, SKLEARN_MODULES), sklearn_model)
     files = render_env_files(spec, result)
-    pins = ["mlflow==2.20.0", "numpy==1.26.4", "scikit-learn==1.5.0"]
+    # the roots: numpy is required by both others, so the lock pins it, not the env files
+    pins = ["mlflow==2.20.0", "scikit-learn==1.5.0"]
     assert files["requirements.txt"] == "".join(f"{p}\n" for p in pins)
     for name, text in files.items():
         (sklearn_model / name).write_text(text)
@@ -464,7 +555,7 @@ def test_write_records_the_rewritten_files_digest_so_check_passes(
     assert call["python"] == "3.11.7"
     lk = check_lock(load_model(sklearn_model))  # `envbuild lock --check` passes
     tool = lk.document["tool"]["envbuild"]
-    assert tool["requirements"] == ["mlflow==2.20.0", "numpy==1.26.4", "scikit-learn==1.5.0"]
+    assert tool["requirements"] == ["mlflow==2.20.0", "scikit-learn==1.5.0"]
     assert tool["source"] == "installed"
     assert lk.input_digest == read_env(load_model(sklearn_model)).digest()
     assert read_lock(sklearn_model / "pylock.toml").text == written.lock.text
