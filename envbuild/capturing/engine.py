@@ -736,22 +736,25 @@ def check_imports(python: str, names: Sequence[str]) -> dict[str, str | None]:
     """``{name: None | why it fails to import}`` in the logging interpreter (a subprocess)."""
     if not names:
         return {}
+    from envbuild.files import temporary_directory
+
     env = proc.base_env({"PYTHONDONTWRITEBYTECODE": "1"})
-    done = proc.run(
-        [python, str(IMPORT_CHECK), *names],
-        what="checking that the captured packages import",
-        error=ModelRunError,
-        env=env,
-        check=False,
-    )
-    for line in reversed(done.stdout.strip().splitlines()):
+    with temporary_directory("imports") as tmp:
+        output = tmp / "imports.json"
+        proc.run(
+            [python, str(IMPORT_CHECK), str(output), *names],
+            what="checking that the captured packages import",
+            error=ModelRunError,
+            env=env,
+            check=False,
+        )
         try:
-            found = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(found, dict):
-            return {str(k): (str(v) if v else None) for k, v in found.items()}
-    return {}  # the check itself failed: nothing is known broken
+            found = json.loads(output.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}  # the check itself failed: nothing is known broken
+    if not isinstance(found, dict):
+        return {}
+    return {str(k): (str(v) if v else None) for k, v in found.items()}
 
 
 def mark_broken(capture: Capture, errors: Mapping[str, str | None]) -> Capture:

@@ -3,7 +3,9 @@
 there but broken (a torchvision built for another torch: ``operator torchvision::nms does not
 exist``) is reported by capture instead of pinned as if it worked.
 
-Usage: ``python import_check.py NAME ...``; prints one JSON object: ``{NAME: null | "error"}``.
+Usage: ``python import_check.py OUTPUT NAME ...``; writes one JSON object to the file OUTPUT:
+``{NAME: null | "error"}`` (a file, not standard output, which the packages imported may write
+to).
 """
 
 from __future__ import annotations
@@ -47,11 +49,12 @@ def check(name: str) -> str | None:
     return None
 
 
-def main(names: list[str]) -> int:
+def main(output: str, names: list[str]) -> int:
     result = {name: check(name) for name in names}
-    sys.stdout.write(json.dumps(result) + "\n")
+    with open(output, "w", encoding="utf-8") as handle:
+        json.dump(result, handle)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1], sys.argv[2:]))
