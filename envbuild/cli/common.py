@@ -157,6 +157,20 @@ def add_build_options(parser: argparse.ArgumentParser, capability: str) -> None:
         "--offline", action="store_true", help="resolve and install from the local caches only"
     )
     add_accelerator_options(group)
+    group.add_argument(
+        "--gpus",
+        metavar="all|N",
+        type=_gpus,
+        help="--kind docker: give the container all or N GPUs (the Docker API's device request, "
+        "as docker run --gpus); a venv uses the host's GPUs as they are",
+    )
+
+
+def _gpus(text: str) -> str:
+    value = text.strip().lower()
+    if value == "all" or (value.isdigit() and int(value) > 0):
+        return value
+    raise argparse.ArgumentTypeError(f"{text!r} is not a GPU count: write all or a number")
 
 
 def add_accelerator_options(parser) -> None:
@@ -204,6 +218,7 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
         offline=args.offline,
         accelerator=args.accelerator,
         torch_index_url=args.torch_index_url,
+        gpus=args.gpus,
     )
 
 

@@ -257,6 +257,11 @@ def _text(result: ImageResult, source: Provenance | None = None) -> str:
         f"lock      {plan.lock.digest}  ({lock})",
         f"ca        {ca}",
     ]
+    if plan.gpu is not None and plan.gpu.device != "cpu":
+        cuda = f" {plan.gpu.cuda}" if plan.gpu.cuda else ""
+        rows.append(f"device    {plan.gpu.device}{cuda}  ({plan.gpu.reason}; run with --gpus)")
+    if plan.local_files:
+        rows.append(f"local     {len(plan.local_files)} file(s) installed in the build stage")
     if result.context is None:
         rows.append(f"run       docker run --rm -p 8080:8080 {plan.tag}")
         if result.log_path:

@@ -63,6 +63,7 @@ class BuildOptions:
     torch_index_url: str | None = None  # a mirror of PyTorch's indexes (--torch-index-url)
     environment: str | None = None  # NAME[:VERSION] of a shared environment (the shared kind)
     allow_mismatch: bool = False  # run there even when it does not satisfy the model
+    gpus: str | None = None  # all or N: GPUs a container gets (--kind docker)
 
 
 @dataclass(frozen=True)

@@ -122,12 +122,24 @@ def _passed_env() -> dict[str, str]:
     return {name: os.environ[name] for name in names if os.environ.get(name)}
 
 
+def gpu_requests(gpus: str | None) -> list[Any] | None:
+    """``--gpus all|N`` as the Docker API's device request (what ``docker run --gpus`` sends):
+    the engine's NVIDIA runtime then mounts the host's driver into the container."""
+    if not gpus:
+        return None
+    from docker.types import DeviceRequest
+
+    count = -1 if gpus == "all" else int(gpus)
+    return [DeviceRequest(count=count, capabilities=[["gpu"]])]
+
+
 @dataclass(frozen=True)
 class ContainerEnvironment(Environment):
     """An image of the model: the runner runs in throwaway containers of ``image``."""
 
     image: str = ""
     model_dir: str = layout.MODEL_DIR  # where the image holds the model (another on a shared image)
+    gpus: str | None = None  # all or N (--gpus): passed to the engine as a device request
 
     def _run(
         self,
@@ -149,6 +161,7 @@ class ContainerEnvironment(Environment):
             network_mode="none",
             labels={layout.ROLE_LABEL: command[0]},
             environment=_passed_env() | (mlmodel_variables(model) if model else {}),
+            device_requests=gpu_requests(self.gpus),
         )
         try:
             source, name = input_file or (None, "")
@@ -251,6 +264,7 @@ class ContainerEnvironment(Environment):
             network_mode="host",
             labels={layout.ROLE_LABEL: "serve"},
             environment=_passed_env() | mlmodel_variables(model),
+            device_requests=gpu_requests(self.gpus),
             name=f"envbuild-serve-{uuid.uuid4().hex[:12]}",
             healthcheck={
                 "test": ["CMD", *layout.ping_command(port, str(self.python))],

@@ -91,4 +91,5 @@ class DockerBackend:
             seconds=result.seconds,
             details={"image": image_plan.tag, "image_id": str(result.image_id)},
             image=image_plan.tag,
+            gpus=options.gpus,
         )

@@ -57,7 +57,10 @@ class ImageResult:
 
 def check_base(client: docker.DockerClient, plan: ImagePlan) -> str | None:
     """The base image's own Python (asked of the image when it does not declare it), checked
-    against the lock's ``X.Y`` before anything is built; None when the base is not here yet."""
+    against the lock's ``X.Y`` before anything is built; None when the base is not here yet
+    (or has no Python: a CUDA base the build stage installs Python into)."""
+    if plan.python_install:
+        return None
     found = engine.image_python(client, plan.base_image, ask=True)
     if found is not None and python_minor(found) != plan.python_minor:
         raise UsageError(

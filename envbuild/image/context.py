@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from envbuild.__about__ import __version__
 from envbuild.errors import ModelError, UsageError
+from envbuild.image.local_sources import FILES_DIR
 from envbuild.lock.pylock import PYLOCK_NAME
 from envbuild.runtime_files import runtime_files
 
@@ -103,6 +104,11 @@ def dockerfile_text(plan: ImagePlan) -> str:
             network=plan.network,
             build_arg_names=tuple(sorted(plan.build_args)),
             labels=plan.labels,
+            local_files=bool(plan.local_files),
+            python_install=plan.python_install,
+            python_version=plan.lock.python,
+            device=plan.gpu.device if plan.gpu else "cpu",
+            cuda=(plan.gpu.cuda if plan.gpu else None) or "",
         )
     )
 
@@ -145,6 +151,11 @@ def write_context(plan: ImagePlan, folder: Path) -> Path:
         _copy(plan.uv_binary, build / "uv", True)
     if plan.ca_cert is not None:
         _copy(plan.ca_cert, build / "ca.pem", False)
+    if plan.install_lock is not None:  # local files: installed from build/files, build stage only
+        (build / PYLOCK_NAME).write_text(plan.install_lock, encoding="utf-8")
+        os.chmod(build / PYLOCK_NAME, 0o644)
+        for item in plan.local_files:
+            _copy(item.source, build / FILES_DIR / item.name, False)
     for path in (folder / "Dockerfile", folder / PYLOCK_NAME):
         os.chmod(path, 0o644)
     for path in [folder, *folder.rglob("*")]:  # whatever the umask: COPY keeps these modes

@@ -65,6 +65,11 @@ class DockerfileInputs:
     build_arg_names: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     workers: int = 1
+    local_files: bool = False  # build/pylock.toml and build/files/ are in the context
+    python_install: bool = False  # the base has no Python: uv installs python_version
+    python_version: str = ""
+    device: str = "cpu"  # what the model runs on: cpu, cuda, rocm, xpu
+    cuda: str = ""  # CUDA X.Y of a CUDA image
 
 
 def render_dockerfile(inputs: DockerfileInputs) -> str:
@@ -87,5 +92,11 @@ def render_dockerfile(inputs: DockerfileInputs) -> str:
         "build_arg_flags": "".join(f" --build-arg {name}" for name in inputs.build_arg_names),
         "labels": label_instruction(inputs.labels),
         "workers": str(inputs.workers),
+        "local_files": inputs.local_files,
+        "python_install": inputs.python_install,
+        "python_version": _one_line("the Python version", inputs.python_version),
+        "device": _one_line("the device", inputs.device),
+        "cuda_image": inputs.device == "cuda",
+        "cuda": _one_line("the CUDA version", inputs.cuda),
     }
     return render(template, values, name=TEMPLATE_NAME)

@@ -14,6 +14,8 @@ MODEL_DIR = "/opt/model"
 # a model on a shared environment's image: beside the runtime, so that an image that already
 # holds a model (an envbuild image registered as a shared environment) keeps it apart
 SHARED_MODEL_DIR = f"{ENVBUILD_DIR}/model"
+PYTHON_DIR = "/opt/python"  # the Python uv installs when the base has none (CUDA bases)
+BUILD_DIR = "/opt/envbuild-build"  # the build stage's lock and local files (never in the image)
 HOME = "/home/envbuild"
 UID = 10001  # the non-root user the image runs as (also its group id)
 USER = "envbuild"
@@ -44,6 +46,8 @@ def template_values() -> dict[str, str]:
         "runner": RUNNER,
         "lock_path": LOCK_PATH,
         "model_dir": MODEL_DIR,
+        "python_dir": PYTHON_DIR,
+        "build_dir": BUILD_DIR,
         "home": HOME,
         "uid": str(UID),
         "user": USER,

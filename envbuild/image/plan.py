@@ -7,10 +7,12 @@ talks to the engine, ``build.py`` puts them together. The decisions made here:
   the model's Python: the model's own ``pylock.toml`` when it serves it, else one resolved into
   envbuild's cache (the same cache entry ``envbuild env`` uses on a Linux host of that
   architecture, so a venv and an image of one model install the same packages). Never written into
-  the model folder. A lock that names local files (``file://`` indexes, find-links folders) is
-  refused: the build cannot reach them.
-* **Base**: ``python:X.Y-slim`` for the lock's Python ``X.Y``; another ``--base-image`` must have the
-  same ``X.Y`` (checked before the build when the image is present, and by the build itself).
+  the model folder. Files the lock takes from this machine (``file://`` indexes, find-links
+  folders) are copied into the build stage and installed from there (``local_sources.py``).
+* **Base**: ``python:X.Y-slim`` for the lock's Python ``X.Y``, or for a CUDA lock whose framework
+  loads the system's CUDA an ``nvidia/cuda`` runtime base into which the build stage installs
+  Python (``gpu.py``, from ``cuda_bases.toml``); another ``--base-image`` must have the same
+  ``X.Y`` (checked before the build when the image is present, and by the build itself).
 * **uv in the build stage**: when envbuild runs on Linux with the image's architecture, the very
   uv binary envbuild uses is copied into the context (no network step, exactly the same version);
   otherwise (a Mac, a cross-architecture build) the base image's pip installs ``uv==<that
@@ -32,15 +34,18 @@ import platform as _platform
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from envbuild.__about__ import __version__
 from envbuild.envspec import EnvSpec
-from envbuild.errors import BuildError, UsageError
+from envbuild.errors import UsageError
 from envbuild.image.context import model_digest
+from envbuild.image.gpu import BaseChoice, choose_base
 from envbuild.image.layout import LABEL_PREFIX, REUSE_REPOSITORY
+from envbuild.image.local_sources import LocalFile, plan_local_files
+from envbuild.indexes import IndexSetting
 from envbuild.lock.pylock import Lock
 from envbuild.lock.select import LockChoice, select_lock
 from envbuild.model import ModelSpec
@@ -99,6 +104,10 @@ class ImagePlan:
     build_args: dict[str, str] = field(repr=False)  # may hold credentials: never print values
     network: str = "host"
     warnings: tuple[str, ...] = ()
+    gpu: BaseChoice | None = None  # the accelerator and the base it needs (gpu.py)
+    python_install: bool = False  # the base has no Python: the build stage installs it
+    local_files: tuple[LocalFile, ...] = ()  # copied into the build stage (local_sources.py)
+    install_lock: str | None = None  # the build stage's lock when local files are in it
 
     @property
     def python_minor(self) -> str:
@@ -119,6 +128,9 @@ class ImagePlan:
             "uv": "copied" if self.uv_binary else f"pip install uv=={self.uv_version}",
             "build_args": sorted(self.build_args),
             "labels": dict(self.labels),
+            "accelerator": self.gpu.to_dict() if self.gpu else None,
+            "python_install": self.python_install,
+            "local_files": [f.name for f in self.local_files],
             "warnings": list(self.warnings),
         }
 
@@ -161,7 +173,8 @@ def default_base_image(minor: str) -> str:
 
 
 def check_lock_is_portable(lk: Lock) -> None:
-    """Refuse a lock that installs from this machine's disk: the build cannot reach it."""
+    """Refuse a lock that installs from this machine's disk where its files are not copied
+    (a shared environment's image; a model's image copies them, ``local_sources.py``)."""
     local = lk.local_packages
     if not local:
         return
@@ -195,7 +208,13 @@ def ca_bundle(
     return None, None
 
 
-def index_build_args(uv_via_pip: bool, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def index_build_args(
+    uv_via_pip: bool,
+    environ: Mapping[str, str] | None = None,
+    *,
+    torch_index: IndexSetting | None = None,
+    python_install: bool = False,
+) -> dict[str, str]:
     """Index settings for the build stage, as build args (never written to a file).
 
     The lock names every file's URL, so an index matters to the install only for its
@@ -213,8 +232,17 @@ def index_build_args(uv_via_pip: bool, environ: Mapping[str, str] | None = None)
         find_links=tuple(s for s in config.find_links if not s.is_local),
         trusted_hosts=config.trusted_hosts,
     )
+    if (
+        torch_index is not None
+        and not torch_index.is_local
+        and torch_index.redacted != (torch_index.value)
+    ):  # a mirror with credentials: the build's downloads from it need them
+        portable = replace(portable, extra_index_urls=(*portable.extra_index_urls, torch_index))
     values = portable.child_env({})
     args = {name: values[name] for name in _UV_ARGS if values.get(name)}
+    env = os.environ if environ is None else environ
+    if python_install and env.get("UV_PYTHON_INSTALL_MIRROR"):
+        args["UV_PYTHON_INSTALL_MIRROR"] = env["UV_PYTHON_INSTALL_MIRROR"]
     if uv_via_pip:
         args.update({_PIP_ARGS[k]: v for k, v in args.items() if k in _PIP_ARGS})
     return args
@@ -375,15 +403,34 @@ def plan_image(
             on_progress=on_progress,
         )
     lk = choice.lock
-    warnings.extend(w for w in [*choice.warnings, *lk.warnings] if w not in warnings)
-    check_lock_is_portable(lk)
-    base = options.base_image or default_base_image(lk.python_minor)
+    warnings.extend(
+        w for w in [*choice.warnings, *lk.warnings] if w not in warnings and not _local_note(w)
+    )
+    local_files, install_lock = plan_local_files(lk, target)
+    if local_files:
+        warnings.append(
+            f"{len(local_files)} file(s) the lock takes from this machine are copied into the "
+            "build stage and installed from there (hashes checked); the image does not keep them"
+        )
+    gpu = choose_base(lk)
+    warnings.extend(gpu.warnings)
+    base = options.base_image or gpu.base_image or default_base_image(lk.python_minor)
+    python_install = gpu.python_install and not options.base_image
     if on_progress:
         on_progress("hashing the model's files")
     digest = model_digest(model.path)
     tag = options.tag or reuse_tag(model, lk.digest, digest)
     uv_binary = uv_for_image(target, options.uv_source)
+    if python_install and uv_binary is None:
+        raise UsageError(
+            f"the base {base} has no Python, and envbuild can copy its uv binary into the build "
+            f"only on a Linux host of {target.name}",
+            field="--base-image",
+            hint="build on such a host, or pass a --base-image with CUDA and Python "
+            f"{lk.python_minor}",
+        )
     ca_cert, ca_source = ca_bundle(options.ca_cert)
+    labels = {**gpu.labels(), **options.labels}
     return ImagePlan(
         model=model,
         env=env,
@@ -394,12 +441,36 @@ def plan_image(
         platform_given=bool(options.platform),
         tag=tag,
         model_digest=digest,
-        labels=image_labels(model, lk, digest, base, tag, options.labels, source),
+        labels=image_labels(model, lk, digest, base, tag, labels, source),
         ca_cert=ca_cert,
         ca_source=ca_source,
         uv_binary=uv_binary,
         uv_version=uv_version(),
-        build_args=index_build_args(uv_via_pip=uv_binary is None),
+        build_args=index_build_args(
+            uv_via_pip=uv_binary is None,
+            torch_index=_torch_index(lk, options.torch_index_url),
+            python_install=python_install,
+        ),
         network=options.network,
         warnings=tuple(dict.fromkeys(warnings)),
+        gpu=gpu,
+        python_install=python_install,
+        local_files=local_files,
+        install_lock=install_lock,
     )
+
+
+def _local_note(warning: str) -> bool:
+    """The lock commands' warning that local files do not install in an image: an image
+    copies them now."""
+    return warning.startswith("the lock refers to local files for ")
+
+
+def _torch_index(lk: Lock, mirror: str | None) -> IndexSetting | None:
+    """The PyTorch index (or mirror) the lock's torch family comes from, for its credentials."""
+    from envbuild.accelerator import has_index
+    from envbuild.indexes import configure
+
+    if not (lk.accelerator and has_index(lk.accelerator) and lk.indexes.get("accelerator-index")):
+        return None
+    return configure(torch_index_url=mirror).torch_index(lk.accelerator)
