@@ -33,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from envbuild.envs.base import Environment, Streams
 from envbuild.envs.process import predict_args, runner_error, runner_exit
-from envbuild.errors import ModelRunError, UsageError
+from envbuild.errors import BuildError, ModelRunError, UsageError
 from envbuild.files import atomic_write, temporary_directory, write_output
 from envbuild.image import layout
 from envbuild.image.engine import client
@@ -133,6 +133,24 @@ def gpu_requests(gpus: str | None) -> list[Any] | None:
     return [DeviceRequest(count=count, capabilities=[["gpu"]])]
 
 
+def start(container: Any, gpus: str | None) -> None:
+    """Start ``container``; an engine that cannot give it the GPUs asked for is one line."""
+    import docker
+
+    try:
+        container.start()
+    except docker.errors.APIError as exc:
+        if not gpus or "device driver" not in str(exc):
+            raise
+        reason = str(getattr(exc, "explanation", "") or exc)
+        raise BuildError(
+            f"the Docker engine cannot give the container GPUs (--gpus {gpus}): {reason}",
+            hint="install the NVIDIA Container Toolkit on the Docker host "
+            "(nvidia-ctk runtime configure --runtime=docker, then restart the engine), or run "
+            "without --gpus",
+        ) from None
+
+
 @dataclass(frozen=True)
 class ContainerEnvironment(Environment):
     """An image of the model: the runner runs in throwaway containers of ``image``."""
@@ -167,7 +185,7 @@ class ContainerEnvironment(Environment):
             source, name = input_file or (None, "")
             with _input_archive(source, name) as archive:
                 container.put_archive(str(Path(layout.IO_DIR).parent), archive)
-            container.start()
+            start(container, self.gpus)
             if streams is not None:
                 for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
                     streams.stderr(chunk)
@@ -285,7 +303,7 @@ class ContainerEnvironment(Environment):
             stream = engine.api.attach(
                 container.id, stdout=True, stderr=True, stream=True, demux=True
             )
-            container.start()
+            start(container, self.gpus)
             try:
                 for out, err in stream:
                     if out:

@@ -293,5 +293,5 @@ def local_files_warnings(packages: Sequence[LockedPackage], advice: str | None =
     shown = ", ".join(local[:5]) + (f" and {len(local) - 5} more" if len(local) > 5 else "")
     return [
         f"the lock refers to local files for {shown}: it will not install on another machine "
-        "or in a Docker image" + (f" ({advice})" if advice else "")
+        "(`envbuild image` copies them into its build)" + (f" ({advice})" if advice else "")
     ]
