@@ -396,3 +396,46 @@ def test_credentials_never_reach_the_lock_or_the_logs(
         *(p.read_text() for p in logs.iterdir()),
     ):
         assert SECRET not in text
+
+
+def test_changing_pip_or_uv_index_settings_gives_a_new_cached_lock(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """Issue 16: a lock resolved under other index settings is never reused (real uv)."""
+    model = write_model(
+        tmp_path / "m",
+        {
+            "MLmodel": "flavors:\n  python_function:\n    loader_module: x\n"
+            "    python_version: 3.11.7\n",
+            "requirements.txt": "six==1.16.0\n",
+        },
+    )
+    links, other = tmp_path / "links", tmp_path / "other-links"
+    links.mkdir()
+    other.mkdir()
+    pip_conf = tmp_path / "pip.conf"
+    pip_conf.write_text(f"[global]\nfind-links = {links}\n")
+
+    def cached_lock(**extra: str) -> Path:
+        done = run_cli("env", str(model), "--json", "--no-compile", env={**cli_env, **extra})
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["lock_source"] == "cache"
+        return Path(report["lock"])
+
+    plain = cached_lock()
+    settings = {
+        "pip.conf": {"PIP_CONFIG_FILE": str(pip_conf)},
+        "PIP_FIND_LINKS": {"PIP_FIND_LINKS": str(other)},
+        "UV_EXTRA_INDEX_URL": {"UV_EXTRA_INDEX_URL": "https://pypi.org/simple/"},
+        "torch mirror": {"ENVBUILD_TORCH_INDEX_URL": "http://127.0.0.1:9/{accelerator}"},
+    }
+    paths = {name: cached_lock(**extra) for name, extra in settings.items()}
+    assert len({plain, *paths.values()}) == 1 + len(settings), paths
+    recorded = read_toml(paths["pip.conf"])["tool"]["envbuild"]
+    assert recorded["find-links"] == [str(links)]
+    # the same effective settings from another place are the same resolution
+    assert cached_lock(PIP_FIND_LINKS=str(links)) == paths["pip.conf"]
+    # back to the first settings: the first cached lock, not a new resolution
+    before = plain.stat().st_mtime_ns
+    assert cached_lock() == plain and plain.stat().st_mtime_ns == before
