@@ -1,6 +1,14 @@
 """Benchmark: `envbuild image` vs `mlflow models generate-dockerfile`, on one model, in one run.
 
     .venv/bin/python bench/image.py [--runs 3] [--model DIR] [--keep]
+    .venv/bin/python bench/image.py --torch      # the PyTorch model: CPU vs CUDA lock
+
+``--torch`` measures a real PyTorch model logged with the CPU build of torch (the throwaway
+logging venv and loopback PyTorch CPU mirror of tests/integration/torch_model.py): ``capture
+--write``, then for the CPU lock the environment's size, the image's size and its cold build
+time, and for ``--accelerator cuda`` the same model's CUDA lock, resolved only (about 3 GB of
+wheels are not downloaded): its download size summed from the lock's file sizes, and the
+environment it would make estimated with the CPU environment's unpacked/downloaded ratio.
 
 For each tool, with the same base image (the local ``python:X.Y-slim``; MLflow's Dockerfile names
 the exact patch version, ``python:X.Y.Z-slim``, which is tagged onto the same image for the run):
@@ -314,12 +322,185 @@ def show(name: str, value) -> str:
     return f"{value}"
 
 
+# ------------------------------------------------------------------------------------------
+# The PyTorch model: CPU vs CUDA lock
+
+
+def _zip_unpacked(read_tail, read_range, size: int) -> int:
+    """Sum of a zip's uncompressed sizes from its central directory, read by ranges (so that
+    a 900 MB wheel costs a few hundred kB)."""
+    import struct
+
+    tail = read_tail(min(size, 1 << 16))
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0:
+        raise ValueError("no end of central directory")
+    cd_size, cd_offset = struct.unpack("<II", tail[at + 12 : at + 20])
+    locator = tail.rfind(b"PK\x06\x07", 0, at)
+    if cd_offset == 0xFFFFFFFF and locator >= 0:  # zip64
+        (eocd64,) = struct.unpack("<Q", tail[locator + 8 : locator + 16])
+        record = read_range(eocd64, 56)
+        cd_size, cd_offset = struct.unpack("<QQ", record[40:56])
+    directory = read_range(cd_offset, cd_size)
+    total, i = 0, 0
+    while directory.startswith(b"PK\x01\x02", i):
+        (unpacked,) = struct.unpack("<I", directory[i + 24 : i + 28])
+        name_len, extra_len, comment_len = struct.unpack("<HHH", directory[i + 28 : i + 34])
+        if unpacked == 0xFFFFFFFF:  # the real size is in the zip64 extra field
+            extra = directory[i + 46 + name_len : i + 46 + name_len + extra_len]
+            (unpacked,) = struct.unpack("<Q", extra[4:12])
+        total += unpacked
+        i += 46 + name_len + extra_len + comment_len
+    return total
+
+
+def unpacked_size(url: str, size: int, local: Path | None = None) -> int:
+    """What a wheel unpacks to, without downloading it (HTTP range requests), or from the
+    local file."""
+    if local is not None:
+        import zipfile
+
+        with zipfile.ZipFile(local) as archive:
+            return sum(info.file_size for info in archive.infolist())
+
+    def get(headers: dict[str, str]) -> bytes:
+        request = urllib.request.Request(url, headers=headers)
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.read()
+
+    return _zip_unpacked(
+        lambda n: get({"Range": f"bytes=-{n}"}),
+        lambda start, length: get({"Range": f"bytes={start}-{start + length - 1}"}),
+        size,
+    )
+
+
+def lock_files(lock_path: Path) -> list[dict]:
+    """The file an install of the lock takes on this machine's platform (linux/amd64, cp311:
+    the lock's target), one per package: a compatible wheel, else the sdist."""
+    import tomllib
+    from packaging.tags import sys_tags
+    from packaging.utils import parse_wheel_filename
+
+    from envbuild.lock.pylock import file_name
+
+    supported = {str(t) for t in sys_tags()}
+    chosen = []
+    for package in tomllib.loads(lock_path.read_text()).get("packages", []):
+        pick = next(
+            (
+                w
+                for w in package.get("wheels", [])
+                if {str(t) for t in parse_wheel_filename(file_name(w))[3]} & supported
+            ),
+            package.get("sdist"),
+        )
+        if pick is not None:
+            chosen.append(pick)
+    return chosen
+
+
+def lock_sizes(lock_path: Path, local: dict[str, Path]) -> tuple[int, int, int]:
+    """(packages, bytes to download, bytes unpacked) of the lock, downloading nothing."""
+    from envbuild.lock.pylock import file_name
+
+    files = lock_files(lock_path)
+    download = unpacked = 0
+    for item in files:
+        name = file_name(item)
+        path = local.get(name)
+        size = int(item.get("size") or (path.stat().st_size if path else 0))
+        download += size
+        if name.endswith(".whl"):
+            unpacked += unpacked_size(str(item.get("url")), size, path)
+        else:
+            unpacked += size  # an sdist: about what it builds
+    return len(files), download, unpacked
+
+
+def bench_torch(engine, ca: Path, keep: bool) -> int:
+    from tests.integration.torch_model import logged_torch_model
+
+    tag = "envbuild-bench-accel/torch-cpu:latest"
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="envbuild-bench-torch-") as tmp:
+        with logged_torch_model(Path(tmp) / "torch") as logged:
+            model, mirror = logged["model"], logged["mirror"]
+            os.environ["ENVBUILD_TORCH_INDEX_URL"] = mirror  # bench_env() passes it on
+            local = {logged["wheel"].name: logged["wheel"]}
+            proc = cli("capture", str(model), "--python", str(logged["python"]), "--write")
+            if proc.returncode != 0:
+                raise SystemExit(f"capture failed:\n{proc.stderr}")
+            cpu_lock = model / "pylock.toml"
+            proc = cli("env", str(model), "--json", "--no-compile")
+            if proc.returncode != 0:
+                raise SystemExit(f"envbuild env failed:\n{proc.stderr}")
+            env_path = Path(json.loads(proc.stdout)["environment"]["path"])
+            cpu_env = du(env_path)
+            cpu_count, cpu_download, cpu_unpacked = lock_sizes(cpu_lock, local)
+            args = ("image", str(model), "-t", tag, "--network", "host", "--ca-cert", str(ca))
+            t0 = time.perf_counter()
+            proc = cli(*args, "--no-cache", "--json")
+            cold = time.perf_counter() - t0
+            if proc.returncode != 0:
+                raise SystemExit(f"envbuild image failed:\n{proc.stderr}")
+            cpu_image = image_size(engine, tag)
+            cuda_lock = Path(tmp) / "pylock.cuda.toml"
+            t0 = time.perf_counter()
+            proc = cli("lock", str(model), "--accelerator", "cuda", "-o", str(cuda_lock))
+            cuda_resolve = time.perf_counter() - t0
+            if proc.returncode != 0:
+                raise SystemExit(f"the CUDA lock failed:\n{proc.stderr}")
+            cuda_count, cuda_download, cuda_unpacked = lock_sizes(cuda_lock, local)
+        if not keep:
+            import docker
+
+            with contextlib.suppress(docker.errors.APIError):
+                engine.images.remove(tag, force=True)
+            remove_build_stages(engine, started)
+    print("PyTorch model (torch 2.13.0, Python 3.11, linux/amd64), captured from a CPU venv")
+    print(f"{'':34}{'cpu (+cpu)':>14}{'cuda':>14}{'ratio':>9}")
+    rows = [
+        ("packages in the lock", cpu_count, cuda_count),
+        ("wheels to download", cpu_download, cuda_download),
+        ("wheels unpacked (from the lock)", cpu_unpacked, cuda_unpacked),
+        ("environment", cpu_env, None),
+        ("image", cpu_image, None),
+    ]
+    for name, a, b in rows:
+        number = name.startswith("packages")
+        left = f"{a:14d}" if number else f"{show(name, a):>14}"
+        right = "-" if b is None else (f"{b}" if number else show(name, b).strip())
+        ratio = f"{b / a:8.1f}x" if b is not None and a else ""
+        print(f"{name:34}{left}{right:>14}{ratio:>9}")
+    # the CUDA environment and image, from what its wheels unpack to (the CPU row shows how
+    # close that is to a real environment); nothing of it is downloaded
+    env_estimate = int(cuda_unpacked * cpu_env / cpu_unpacked) if cpu_unpacked else 0
+    image_estimate = cpu_image - cpu_env + env_estimate
+    print(f"{'environment (estimate)':34}{'':>14}{show('', env_estimate):>14}")
+    print(f"{'image (estimate)':34}{'':>14}{show('', image_estimate):>14}")
+    print(f"{'cold image build (--no-cache)':34}{show('', cold):>14}{'-':>14}")
+    print(
+        f"cuda: resolved only ({cuda_resolve:.1f} s), nothing downloaded: sizes from the lock, "
+        "unpacked sizes from each wheel's zip directory (HTTP range requests); the estimates "
+        f"scale them by the cpu environment / its wheels unpacked ({cpu_env / cpu_unpacked:.2f})"
+    )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs of the start-up timing")
     parser.add_argument("--model", type=Path, help="an MLflow model folder (default: sklearn iris)")
     parser.add_argument("--keep", action="store_true", help="keep the images")
+    parser.add_argument(
+        "--torch", action="store_true", help="the PyTorch model: CPU vs CUDA lock (see above)"
+    )
     args = parser.parse_args()
+    if args.torch:
+        import docker
+
+        return bench_torch(docker.from_env(timeout=3600), ca_bundle(), args.keep)
 
     import docker
 

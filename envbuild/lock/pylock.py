@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from envbuild.errors import LockMismatchError, UsageError
 from envbuild.files import atomic_write
@@ -282,7 +282,8 @@ def file_name(entry: Mapping[str, Any]) -> str:
     if entry.get("name"):
         return str(entry["name"])
     location = str(entry.get("url") or entry.get("path") or "")
-    return location.rstrip("/").rsplit("/", 1)[-1]
+    name = location.rstrip("/").rsplit("/", 1)[-1]
+    return unquote(name) if entry.get("url") else name  # a URL's "%2B" is the file's "+"
 
 
 def local_files_warnings(packages: Sequence[LockedPackage], advice: str | None = None) -> list[str]:

@@ -380,3 +380,11 @@ def test_cpu_leaves_out_the_cuda_libraries_others_pull_in(
     assert lk.tool["left-out"] == ["nvidia-nccl-cu12"]
     assert "accelerator-index" not in lk.tool  # no torch: the PyTorch index served nothing
     assert any("left out nvidia-nccl-cu12" in w for w in lk.warnings)
+
+
+def test_file_names_of_labelled_wheels_are_decoded_from_their_urls() -> None:
+    from envbuild.lock.pylock import file_name
+
+    url = "http://127.0.0.1:1/files/torch-2.13.0%2Bcpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+    assert file_name({"url": url}) == "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+    assert file_name({"path": "files/a%2Bb.whl"}) == "a%2Bb.whl"  # a path is the name itself
