@@ -162,7 +162,7 @@ def venv_environment(
     )
 
 
-def _install_env(lock: Lock, torch_index_url: str | None = None) -> dict[str, str]:
+def install_env(lock: Lock, torch_index_url: str | None = None) -> dict[str, str]:
     """uv's environment: the index settings (credentials included) the lock was resolved with,
     through variables, never on a command line or in a file.
 
@@ -231,7 +231,7 @@ def _build_with_uv(
             args,
             what="installing the locked packages",
             error=BuildError,
-            env=_install_env(lock, torch_index_url),
+            env=install_env(lock, torch_index_url),
             on_line=on_line,
             hint="the package named above failed to install; the log has uv's full output",
         )

@@ -104,7 +104,8 @@ def dockerfile_text(plan: ImagePlan) -> str:
             network=plan.network,
             build_arg_names=tuple(sorted(plan.build_args)),
             labels=plan.labels,
-            local_files=bool(plan.local_files),
+            local_files=bool(plan.local_files) and not plan.prestaged,
+            prestaged=plan.prestaged,
             python_install=plan.python_install,
             python_version=plan.lock.python,
             device=plan.gpu.device if plan.gpu else "cpu",
@@ -151,7 +152,11 @@ def write_context(plan: ImagePlan, folder: Path) -> Path:
         _copy(plan.uv_binary, build / "uv", True)
     if plan.ca_cert is not None:
         _copy(plan.ca_cert, build / "ca.pem", False)
-    if plan.install_lock is not None:  # local files: installed from build/files, build stage only
+    if plan.prestaged:  # --offline: installed here from uv's cache, copied into the build stage
+        from envbuild.image.prestage import SITE_DIR, stage_packages
+
+        stage_packages(plan, build / SITE_DIR)
+    elif plan.install_lock is not None:  # local files: installed from build/files, build only
         (build / PYLOCK_NAME).write_text(plan.install_lock, encoding="utf-8")
         os.chmod(build / PYLOCK_NAME, 0o644)
         for item in plan.local_files:

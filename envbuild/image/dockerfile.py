@@ -66,6 +66,7 @@ class DockerfileInputs:
     labels: Mapping[str, str] = field(default_factory=dict)
     workers: int = 1
     local_files: bool = False  # build/pylock.toml and build/files/ are in the context
+    prestaged: bool = False  # --offline: build/site/ holds the installed packages
     python_install: bool = False  # the base has no Python: uv installs python_version
     python_version: str = ""
     device: str = "cpu"  # what the model runs on: cpu, cuda, rocm, xpu
@@ -93,6 +94,7 @@ def render_dockerfile(inputs: DockerfileInputs) -> str:
         "labels": label_instruction(inputs.labels),
         "workers": str(inputs.workers),
         "local_files": inputs.local_files,
+        "prestaged": inputs.prestaged,
         "python_install": inputs.python_install,
         "python_version": _one_line("the Python version", inputs.python_version),
         "device": _one_line("the device", inputs.device),

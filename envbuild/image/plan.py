@@ -108,6 +108,7 @@ class ImagePlan:
     python_install: bool = False  # the base has no Python: the build stage installs it
     local_files: tuple[LocalFile, ...] = ()  # copied into the build stage (local_sources.py)
     install_lock: str | None = None  # the build stage's lock when local files are in it
+    prestaged: bool = False  # --offline: packages installed here, copied into the build stage
 
     @property
     def python_minor(self) -> str:
@@ -131,6 +132,7 @@ class ImagePlan:
             "accelerator": self.gpu.to_dict() if self.gpu else None,
             "python_install": self.python_install,
             "local_files": [f.name for f in self.local_files],
+            "offline": self.prestaged,
             "warnings": list(self.warnings),
         }
 
@@ -407,6 +409,8 @@ def plan_image(
         w for w in [*choice.warnings, *lk.warnings] if w not in warnings and not _local_note(w)
     )
     local_files, install_lock = plan_local_files(lk, target)
+    if options.offline:  # installed here (prestage.py), local files included: nothing to copy
+        local_files, install_lock = (), None
     if local_files:
         warnings.append(
             f"{len(local_files)} file(s) the lock takes from this machine are copied into the "
@@ -457,6 +461,7 @@ def plan_image(
         python_install=python_install,
         local_files=local_files,
         install_lock=install_lock,
+        prestaged=options.offline,
     )
 
 

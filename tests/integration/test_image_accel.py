@@ -176,3 +176,36 @@ def test_gpus_reach_the_engine_as_a_device_request(local_model, python_slim_imag
     assert first.startswith("error:")
     bad = run_cli("predict", str(model), "--kind", "docker", "--gpus", "two")
     assert bad.returncode == 2 and "not a GPU count" in bad.stderr
+
+
+def test_an_offline_image_builds_without_network(local_model, python_slim_images) -> None:
+    """--offline: installed here from uv's cache and the find-links wheel, then a build whose
+    RUN steps have no network at all (--network none)."""
+    model, _ = local_model
+    warm = run_cli("env", str(model), "--no-compile", env=cli_env())  # uv's cache has it all
+    assert warm.returncode == 0, warm.stderr
+    tag = new_tag("accel-offline")
+    try:
+        built = run_cli(
+            "image",
+            str(model),
+            "-t",
+            tag,
+            "--offline",
+            "--network",
+            "none",
+            "--json",
+            env=cli_env(),
+        )
+        assert built.returncode == 0, built.stdout + built.stderr
+        result = json.loads(built.stdout)
+        assert result["offline"] is True and result["local_files"] == []
+        assert predict_example_in(tag) == {"predictions": [3, 7.5]}
+        compiled = python_in(
+            tag,
+            "import envbuild_accel_localpkg, importlib.util as u; "
+            "print(u.cache_from_source(envbuild_accel_localpkg.__file__))",
+        ).strip()
+        assert python_in(tag, f"import os; print(os.path.exists({compiled!r}))").strip() == "True"
+    finally:
+        remove_image(tag)
