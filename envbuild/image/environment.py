@@ -109,6 +109,11 @@ def dockerfile_text(plan: EnvironmentImagePlan) -> str:
         "build_args": "\n".join(f"ARG {name}" for name in sorted(plan.build_args)),
         "build_arg_flags": "".join(f" --build-arg {name}" for name in sorted(plan.build_args)),
         "labels": label_instruction(plan.labels),
+        # the model image's build stage, whose other paths an environment image does not take
+        "python_install": False,
+        "python_version": plan.lock.python,
+        "local_files": False,
+        "prestaged": False,
     }
     return render(read_template(TEMPLATE_NAME), values, name=TEMPLATE_NAME)
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from envbuild.__about__ import __version__
 from envbuild.envspec import EnvSpec
-from envbuild.errors import UsageError
+from envbuild.errors import BuildError, UsageError
 from envbuild.image.context import model_digest
 from envbuild.image.gpu import BaseChoice, choose_base
 from envbuild.image.layout import LABEL_PREFIX, REUSE_REPOSITORY
