@@ -495,8 +495,9 @@ def read_env(model: ModelSpec) -> EnvSpec:
                 " ..." if len(python_like) > 5 else ""
             )
             warnings.append(
-                f"{conda_rel}: conda packages ({shown}) are not installed in a virtualenv; "
-                "list them under pip: or use a conda environment"
+                f"{conda_rel}: conda packages ({shown}) are installed by the conda kind only "
+                "(the default for this model): a virtualenv (--kind venv) does not get them; "
+                "list them under pip: for one"
             )
     return EnvSpec(
         model_path=root,

@@ -1,17 +1,20 @@
 """Composing the stages for the commands that need a ready environment (env, predict, serve, run).
 
-ModelSpec + EnvSpec -> backend plan (target, interpreter) -> lock choice -> Environment. This
-module only chooses and calls the stages: the backend comes from the registry (``--kind``), the
-lock from the one lock policy (``lock.select``), and nothing here knows which kind it builds.
+ModelSpec + EnvSpec -> kind -> backend plan (target, interpreter) -> lock choice -> Environment.
+This module only chooses and calls the stages: the backend comes from the registry (``--kind``,
+else its automatic choice), the lock from the one lock policy (``lock.select``), and nothing
+here knows which kind it builds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from envbuild.envs import BuildOptions, Environment, get_backend
+from envbuild.envs.base import ENV
+from envbuild.envs.registry import KindChoice, choose_kind
 from envbuild.envspec import EnvSpec
 from envbuild.lock.select import LockChoice, select_lock
 from envbuild.model import ModelSpec
@@ -30,6 +33,7 @@ class Prepared:
     environment: Environment
     lock: LockChoice | None
     warnings: tuple[str, ...] = field(default=())
+    kind: KindChoice | None = None
 
     @property
     def lock_path(self) -> Path | None:
@@ -46,6 +50,8 @@ class Prepared:
             "interpreter": self.interpreter.to_dict(),
             "lock": str(self.lock_path) if self.lock_path else None,
             "lock_source": self.lock_source,
+            "kind": self.environment.kind,
+            "kind_reason": self.kind.reason if self.kind else None,
             "warnings": list(self.warnings),
         }
 
@@ -56,10 +62,14 @@ def prepare(
     options: BuildOptions | None = None,
     *,
     on_progress: Callable[[str], None] | None = None,
+    capability: str = ENV,
 ) -> Prepared:
-    """Choose the lock for the backend's target and build (or reuse) the environment."""
+    """Choose the kind (unless ``options.kind`` names one), the lock for the backend's target,
+    and build (or reuse) the environment."""
     options = options or BuildOptions()
-    backend = get_backend(options.kind)
+    kind = choose_kind(env, options.kind, capability, options)
+    options = replace(options, kind=kind.name)
+    backend = get_backend(kind.name)
     plan = backend.plan(env, options)
     warnings: list[str] = [*model.warnings, *env.warnings, *plan.warnings]
     choice = None
@@ -70,5 +80,5 @@ def prepare(
         warnings.extend(choice.warnings)
     environment = backend.build(plan, model, env, choice, options, on_progress=on_progress)
     return Prepared(
-        model, env, plan.interpreter, environment, choice, tuple(dict.fromkeys(warnings))
+        model, env, plan.interpreter, environment, choice, tuple(dict.fromkeys(warnings)), kind
     )

@@ -4,11 +4,13 @@ argument turned into specs, and the environment built for it."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from envbuild.cli.output import Output
     from envbuild.envs import BuildOptions
+    from envbuild.envs.registry import KindChoice
     from envbuild.envspec import EnvSpec
     from envbuild.model import ModelSpec
     from envbuild.prepare import Prepared
@@ -25,14 +27,25 @@ def add_json(parser: argparse.ArgumentParser) -> None:
 
 
 def add_kind(parser: argparse.ArgumentParser, capability: str, *, group=None) -> None:
-    """``--kind`` with the kinds of the registry that have ``capability``."""
+    """``--kind`` with the kinds of the registry that have ``capability``; unset, the registry's
+    automatic choice (``registry.choose_kind``)."""
     from envbuild.envs.registry import DEFAULT_KIND, describe, kinds
 
     names = kinds(capability)
     described = "; ".join(f"{name}: {describe(name).summary}" for name in names)
     (group or parser).add_argument(
-        "--kind", choices=names, default=DEFAULT_KIND, help=f"kind of environment ({described})"
+        "--kind",
+        choices=names,
+        default=None,
+        help=f"kind of environment (default: {DEFAULT_KIND}, or conda for a model that needs "
+        f"conda packages; {described})",
     )
+
+
+def say_kind(out: Output, choice: KindChoice | None) -> None:
+    """One line on standard error when the automatic choice picked a kind for a reason."""
+    if choice is not None and choice.reason:
+        out.note(f"using --kind {choice.name}: {choice.reason} (--kind to choose another)")
 
 
 def add_build_options(parser: argparse.ArgumentParser, capability: str) -> None:
@@ -73,6 +86,11 @@ def add_build_options(parser: argparse.ArgumentParser, capability: str) -> None:
     group.add_argument(
         "--offline", action="store_true", help="resolve and install from the local caches only"
     )
+    group.add_argument(
+        "--package-scripts",
+        action="store_true",
+        help="conda: run the packages' link and activation scripts (package code; off by default)",
+    )
 
 
 def build_options(args: argparse.Namespace) -> BuildOptions:
@@ -86,6 +104,7 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
         installer=args.installer,
         compile_bytecode=bool(args.compile_bytecode),
         offline=args.offline,
+        package_scripts=bool(getattr(args, "package_scripts", False)),
     )
 
 
@@ -98,12 +117,17 @@ def load_specs(args: argparse.Namespace) -> tuple[ModelSpec, EnvSpec]:
     return spec, read_env(spec)
 
 
-def prepare(args: argparse.Namespace, out: Output) -> Prepared:
+def prepare(args: argparse.Namespace, out: Output, capability: str) -> Prepared:
     """Build (or reuse) the model's environment, showing progress on a terminal."""
+    from envbuild.envs.registry import choose_kind
     from envbuild.prepare import prepare as _prepare
 
     spec, env = load_specs(args)
-    prepared = _prepare(spec, env, build_options(args), on_progress=out.progress)
+    options = build_options(args)
+    choice = choose_kind(env, options.kind, capability, options)
+    say_kind(out, choice)
+    options = replace(options, kind=choice.name)
+    prepared = replace(_prepare(spec, env, options, on_progress=out.progress), kind=choice)
     out.clear_progress()
     for warning in prepared.warnings:
         out.warn(warning)

@@ -1,17 +1,19 @@
 """Resolve the model's requirements to a PEP 751 pylock.toml (every package pinned, with hashes)
 for the model's Python on the target platforms (Linux x86_64 by default), or check that the lock
-still matches the model (--check, for CI)."""
+still matches the model (--check, for CI). With --kind conda (the default for a model that needs
+conda packages): conda.yaml's conda packages into pixi.lock and the pip requirements, for the
+Python that solve chose, into pylock.conda.toml."""
 
 from __future__ import annotations
 
 import argparse
 from typing import TYPE_CHECKING
 
-from envbuild.cli.common import add_json, add_model
+from envbuild.cli.common import add_json, add_kind, add_model
+from envbuild.envs.base import LOCK
 
 if TYPE_CHECKING:
     from envbuild.cli.output import Output
-    from envbuild.lock import Lock
 
 HELP = "pin every package, with hashes, into a PEP 751 pylock.toml"
 
@@ -22,7 +24,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "-o",
         "--output",
         metavar="PATH",
-        help="lock file to write or check (default: MODEL/pylock.toml)",
+        help="lock file to write or check (default: MODEL/pylock.toml); with --kind conda, "
+        "the folder of both files (default: MODEL)",
     )
     parser.add_argument(
         "--python",
@@ -35,7 +38,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="PLATFORM",
         help="target platform, repeatable: linux/amd64 (default), linux/arm64, macos "
-        "(arm64), macos/x86_64, windows; replaces the default, +PLATFORM adds to it",
+        "(arm64), macos/x86_64, windows; replaces the default, +PLATFORM adds to it "
+        "(--kind conda: one, also as a conda subdir: linux-64, osx-arm64, win-64)",
     )
     parser.add_argument(
         "--as-of",
@@ -73,52 +77,65 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also use the index options written in the model's requirement files",
     )
+    conda = parser.add_argument_group("conda (--kind conda)")
+    add_kind(parser, LOCK, group=conda)
+    conda.add_argument(
+        "--channel",
+        "-c",
+        dest="channels",
+        action="append",
+        default=[],
+        metavar="NAME|URL",
+        help="conda channel searched before the model's own, repeatable (a mirror: "
+        "ENVBUILD_CONDA_CHANNEL_ALIAS)",
+    )
+    conda.add_argument(
+        "--override-channels",
+        action="store_true",
+        help="use only the --channel ones, not the model's channels",
+    )
+    conda.add_argument(
+        "--cuda",
+        metavar="VERSION",
+        help="the target machine has this CUDA (the __cuda virtual package), e.g. 12.0",
+    )
     add_json(parser)
 
 
-def render(lock: Lock, *, checked: bool) -> str:
-    from envbuild.cli.output import shown_path
-
-    path = shown_path(lock.path) if lock.path else "-"
-    verb = "up to date" if checked else ("wrote" if lock.changed else "unchanged")
-    where = ", ".join(lock.platforms)
-    as_of = f" as of {lock.as_of}" if lock.as_of else ""
-    lines = [
-        f"{path}: {verb}: {len(lock.packages)} packages for Python {lock.python} on {where}{as_of}",
-        f"digest {lock.digest}",
-    ]
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace, out: Output) -> int:
-    from envbuild.cli.common import load_specs
-    from envbuild.lock import check_lock, lock_model
+    from envbuild.cli.common import load_specs, say_kind
+    from envbuild.cli.output import shown_path
+    from envbuild.envs.base import LOCK
+    from envbuild.envs.registry import choose_kind, locking_backend
+    from envbuild.lock.request import LockRequest
 
     spec, env = load_specs(args)
     for warning in (*spec.warnings, *env.warnings):
         out.warn(warning)
-    if args.check:
-        result = check_lock(
-            spec, args.output, python=args.python, platforms=args.platforms, env=env
-        )
-    else:
-        result = lock_model(
-            spec,
-            output=args.output,
-            python=args.python,
-            platforms=args.platforms,
-            as_of=args.as_of,
-            offline=args.offline,
-            index_url=args.index_url,
-            extra_index_urls=args.extra_index_urls,
-            find_links=args.find_links,
-            trust_model_indexes=args.trust_model_indexes,
-            env=env,
-            on_progress=out.progress,
-        )
+    choice = choose_kind(env, args.kind, LOCK)
+    say_kind(out, choice)
+    request = LockRequest(
+        output=args.output,
+        python=args.python,
+        platforms=tuple(args.platforms or ()),
+        as_of=args.as_of,
+        offline=args.offline,
+        index_url=args.index_url,
+        extra_index_urls=tuple(args.extra_index_urls),
+        find_links=tuple(args.find_links),
+        trust_model_indexes=args.trust_model_indexes,
+        channels=tuple(args.channels),
+        override_channels=args.override_channels,
+        cuda=args.cuda,
+    )
+    result = locking_backend(choice.name).lock(
+        spec, env, request, check=args.check, on_progress=out.progress
+    )
     for warning in result.warnings:
         out.warn(warning)
     data = result.to_dict()
     data["checked"] = bool(args.check)
-    out.result(data, lambda: render(result, checked=args.check))
+    data["kind"] = choice.name
+    data["kind_reason"] = choice.reason
+    out.result(data, lambda: "\n".join(result.summary(checked=args.check, shown=shown_path)))
     return 0

@@ -1,0 +1,70 @@
+"""What ``envbuild lock`` asks of a kind (:class:`LockRequest`) and what it gets back
+(:class:`LockOutcome`): the venv kind writes ``pylock.toml`` (:class:`PipLocks`), the conda kind
+``pixi.lock`` + ``pylock.conda.toml`` (``lock.conda.CondaLocks``); the CLI prints either the same
+way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from envbuild.lock.pylock import Lock
+
+
+@dataclass(frozen=True)
+class LockRequest:
+    """The options of ``envbuild lock``; each kind uses those that apply to it."""
+
+    output: str | None = None  # -o: the pip lock file (venv), the folder of both (conda)
+    python: str | None = None
+    platforms: tuple[str, ...] = ()
+    accelerator: str | None = None
+    as_of: str | None = None  # as typed: DATE, RFC 3339 time, or "model"
+    offline: bool = False
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()
+    trust_model_indexes: bool = False
+    channels: tuple[str, ...] = ()  # conda: --channel
+    override_channels: bool = False  # conda: --override-channels
+    cuda: str | None = None  # conda: the target's CUDA (__cuda)
+
+
+class LockOutcome(Protocol):
+    """What was written or checked, for ``lock``'s output."""
+
+    @property
+    def warnings(self) -> tuple[str, ...]: ...
+
+    def to_dict(self) -> dict[str, object]: ...
+
+    def summary(self, *, checked: bool, shown: Callable[[Path], str] = str) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class PipLocks:
+    """The venv kind's lock: one ``pylock.toml``."""
+
+    lock: Lock
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return self.lock.warnings
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.lock.to_dict())
+
+    def summary(self, *, checked: bool, shown: Callable[[Path], str] = str) -> list[str]:
+        lock = self.lock
+        path = shown(lock.path) if lock.path else "-"
+        verb = "up to date" if checked else ("wrote" if lock.changed else "unchanged")
+        where = ", ".join(lock.platforms)
+        as_of = f" as of {lock.as_of}" if lock.as_of else ""
+        return [
+            f"{path}: {verb}: {len(lock.packages)} packages for Python {lock.python} on "
+            f"{where}{as_of}",
+            f"digest {lock.digest}",
+        ]
