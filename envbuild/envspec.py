@@ -484,21 +484,6 @@ def read_env(model: ModelSpec) -> EnvSpec:
     if conda is not None:
         conda_deps = tuple(conda.dependencies)
         channels = tuple(conda.channels)
-        python_like = [
-            d
-            for d in conda.dependencies
-            if canonicalize_name(d.name) not in CONDA_TOOLING
-            and not d.name.startswith(("_", "lib"))
-        ]
-        if python_like and source == conda_rel:
-            shown = ", ".join(d.spec for d in python_like[:5]) + (
-                " ..." if len(python_like) > 5 else ""
-            )
-            warnings.append(
-                f"{conda_rel}: conda packages ({shown}) are installed by the conda kind only "
-                "(the default for this model): a virtualenv (--kind venv) does not get them; "
-                "list them under pip: for one"
-            )
     return EnvSpec(
         model_path=root,
         python=python,
@@ -512,3 +497,20 @@ def read_env(model: ModelSpec) -> EnvSpec:
         files=tuple(dict.fromkeys([f for f in (venv_rel, req_rel, conda_rel) if f] + result.files)),
         warnings=tuple(warnings),
     )
+
+
+def virtualenv_warnings(env: EnvSpec) -> list[str]:
+    """What a virtualenv of this model lacks: the conda packages of ``conda.yaml`` (said by the
+    kinds that build one, when ``conda.yaml`` is where the requirements come from)."""
+    conda_like = [
+        d
+        for d in env.conda_dependencies
+        if canonicalize_name(d.name) not in CONDA_TOOLING and not d.name.startswith(("_", "lib"))
+    ]
+    if not conda_like or not any(d.origin.file == env.source for d in env.conda_dependencies):
+        return []
+    shown = ", ".join(d.spec for d in conda_like[:5]) + (" ..." if len(conda_like) > 5 else "")
+    return [
+        f"{env.source}: conda packages ({shown}) are not installed in a virtualenv; list them "
+        "under pip: or use --kind conda"
+    ]

@@ -20,13 +20,15 @@ from __future__ import annotations
 import platform as _platform
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from envbuild.errors import ModelError, UsageError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from envbuild.envspec import EnvSpec
 
 
@@ -190,6 +192,23 @@ class BaseLock(Protocol):
     @property
     def warnings(self) -> tuple[str, ...]:
         """What choosing it found worth saying (the model's own was not used, ...)."""
+        ...
+
+    @property
+    def lock_file(self) -> tuple[str, str]:
+        """Its file name and text (what an image keeps beside the pip half)."""
+        ...
+
+    def install_for(
+        self,
+        folder: Path,
+        final: str,
+        *,
+        offline: bool = False,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> None:
+        """Install the base into ``folder`` for its final path ``final`` (an image's
+        ``/opt/env``, where the folder is copied; nothing runs in it before)."""
         ...
 
 

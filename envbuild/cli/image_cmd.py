@@ -5,10 +5,12 @@ another builder and stop."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from envbuild.cli.common import add_json, add_model
+from envbuild.cli.common import add_json, add_kind, add_model
+from envbuild.envs.base import IMAGE
 
 if TYPE_CHECKING:
     from envbuild.cli.output import Output
@@ -28,8 +30,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base-image",
         metavar="IMAGE",
-        help="base of both stages (default: python:X.Y-slim for the model's Python X.Y; "
-        "another image must have the same Python X.Y)",
+        help="base of both stages (default: python:X.Y-slim for the model's Python X.Y, "
+        "another image must have the same Python X.Y; --kind conda: debian:bookworm-slim, "
+        "any Linux base of the glibc the conda lock assumes, no Python needed)",
     )
     parser.add_argument(
         "--platform",
@@ -73,6 +76,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-cache", action="store_true", help="build without the engine's layer cache"
     )
+    add_kind(parser, IMAGE)
     add_json(parser)
 
 
@@ -96,14 +100,20 @@ def run(args: argparse.Namespace, out: Output) -> int:
         ca_cert=args.ca_cert,
         labels=parse_labels(args.label),
         offline=args.offline,
+        kind=args.kind,
     )
     spec, env = load_specs(args)
-    plan = plan_image(spec, env, options, on_progress=out.progress)
+    from envbuild.cli.common import say_kind
+    from envbuild.envs.registry import choose_kind
+
+    choice = choose_kind(env, args.kind, IMAGE)
+    say_kind(out, choice)
+    plan = plan_image(spec, env, replace(options, kind=choice.name), on_progress=out.progress)
     out.clear_progress()
     for warning in plan.warnings:
         out.warn(warning)
     if args.context is not None:
-        folder = write_context(plan, args.context)
+        folder = write_context(plan, args.context, on_progress=out.progress)
         result = ImageResult(
             plan=plan, image_id=None, size=None, built=False, seconds=0.0, context=folder
         )
@@ -127,7 +137,7 @@ def _size(size: int | None) -> str:
 def _text(result: ImageResult) -> str:
     plan = result.plan
     lock = (
-        "the model's pylock.toml"
+        f"the model's {plan.lock.path.name if plan.lock.path else 'lock'}"
         if plan.lock_source == "model"
         else f"resolved for {plan.platform.name}, cached"
     )
@@ -145,11 +155,14 @@ def _text(result: ImageResult) -> str:
             f"image     {plan.tag}  ({_size(result.size)}, built in {result.seconds:.1f} s, {cache})"
         )
         rows.append(f"id        {result.image_id}")
+    python = _base_python(result) if plan.base is None else f"Python from the {plan.base.name} lock"
     rows += [
-        f"base      {plan.base_image}  ({_base_python(result)}, {plan.platform.name})",
+        f"base      {plan.base_image}  ({python}, {plan.platform.name})",
         f"lock      {plan.lock.digest}  ({lock})",
         f"ca        {ca}",
     ]
+    if plan.base is not None:
+        rows.insert(-1, f"{plan.base.name:<9} {plan.base.digest}  ({plan.base.lock_file[0]})")
     if result.context is None:
         rows.append(f"run       docker run --rm -p 8080:8080 {plan.tag}")
         if result.log_path:

@@ -14,7 +14,8 @@ from typing import ClassVar
 
 from envbuild.envs.base import BuildOptions, Plan, Progress
 from envbuild.envs.container import ContainerEnvironment
-from envbuild.envspec import EnvSpec
+from envbuild.envs.registry import DEFAULT_KIND
+from envbuild.envspec import EnvSpec, virtualenv_warnings
 from envbuild.errors import EnvbuildError, UsageError
 from envbuild.image import layout
 from envbuild.lock.select import LockChoice
@@ -28,7 +29,10 @@ def _options(options: BuildOptions):  # -> ImageOptions (imported lazily: docker
     if options.python and not looks_like_version(options.python):
         raise UsageError("--kind docker takes --python X.Y[.Z], not an interpreter path")
     return ImageOptions(
-        python=options.python, offline=options.offline, accelerator=options.accelerator
+        python=options.python,
+        offline=options.offline,
+        accelerator=options.accelerator,
+        kind=DEFAULT_KIND,  # the docker kind runs the venv image (its lock is chosen by plan())
     )
 
 
@@ -61,7 +65,7 @@ class DockerBackend:
             source="image",
             reason=f"in the model's image ({target.platform_names[0]})",
         )
-        return Plan(self.name, target, interpreter)
+        return Plan(self.name, target, interpreter, tuple(virtualenv_warnings(env)))
 
     def build(
         self,

@@ -30,7 +30,7 @@ from envbuild import proc
 from envbuild.cache import publish, read_marker
 from envbuild.envs.base import BuildOptions, Plan, Progress
 from envbuild.envs.process import ProcessEnvironment
-from envbuild.envspec import EnvSpec
+from envbuild.envspec import EnvSpec, virtualenv_warnings
 from envbuild.errors import BuildError, UsageError
 from envbuild.lock.pylock import Lock
 from envbuild.lock.select import LockChoice
@@ -256,7 +256,7 @@ class VenvBackend:
             warnings=warnings,
         )
         target = Target.for_interpreter(env, interpreter.version, accelerator=options.accelerator)
-        return Plan(self.name, target, interpreter, tuple(warnings))
+        return Plan(self.name, target, interpreter, (*warnings, *virtualenv_warnings(env)))
 
     def build(
         self,

@@ -65,6 +65,8 @@ class DockerfileInputs:
     build_arg_names: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     workers: int = 1
+    base_lock_name: str | None = None  # the environment is a prefix from the context (conda)
+    pip_packages: bool = True  # the pip lock installs anything
 
 
 def render_dockerfile(inputs: DockerfileInputs) -> str:
@@ -87,5 +89,9 @@ def render_dockerfile(inputs: DockerfileInputs) -> str:
         "build_arg_flags": "".join(f" --build-arg {name}" for name in inputs.build_arg_names),
         "labels": label_instruction(inputs.labels),
         "workers": str(inputs.workers),
+        "prefix": inputs.base_lock_name is not None,
+        "base_lock_name": inputs.base_lock_name or "",
+        "env_variable": "CONDA_PREFIX" if inputs.base_lock_name else "VIRTUAL_ENV",
+        "pip_packages": inputs.pip_packages,
     }
     return render(template, values, name=TEMPLATE_NAME)

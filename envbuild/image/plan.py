@@ -11,6 +11,18 @@ talks to the engine, ``build.py`` puts them together. The decisions made here:
   refused: the build cannot reach them.
 * **Base**: ``python:X.Y-slim`` for the lock's Python ``X.Y``; another ``--base-image`` must have the
   same ``X.Y`` (checked before the build when the image is present, and by the build itself).
+  A kind whose lock has a base that brings its own Python (``--kind conda``) needs no Python in
+  the base image: ``debian:bookworm-slim`` by default.
+* **Kind** (``--kind``, else the automatic choice): which environment goes to ``/opt/env``: a
+  virtualenv made in the build stage (venv), or a conda prefix (conda). A conda prefix is
+  installed *on the host* by py-rattler for its final path ``/opt/env`` (rattler's
+  ``alternative_target_prefix``: placeholders replaced with ``/opt/env``, nothing run in it) and
+  copied into the build stage from the context (``env/``); the build stage then installs the pip
+  half into it with uv. Why on the host: the conda packages come from channels the build may not
+  reach (a ``file://`` channel, a mirror with credentials), the host's package cache already holds
+  them, and installing needs py-rattler, which a base without Python cannot run; every package is
+  checked against the lock's sha256 on the way. The cost: the prefix travels in the context (as
+  large as the environment), and the host must be Linux of the image's architecture.
 * **uv in the build stage**: when envbuild runs on Linux with the image's architecture, the very
   uv binary envbuild uses is copied into the context (no network step, exactly the same version);
   otherwise (a Mac, a cross-architecture build) the base image's pip installs ``uv==<that
@@ -36,14 +48,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from envbuild.__about__ import __version__
-from envbuild.envspec import EnvSpec
+from envbuild.envspec import EnvSpec, virtualenv_warnings
 from envbuild.errors import BuildError, UsageError
 from envbuild.image.context import model_digest
 from envbuild.image.layout import LABEL_PREFIX, REUSE_REPOSITORY
 from envbuild.lock.pylock import Lock
 from envbuild.lock.select import LockChoice, select_lock
 from envbuild.model import ModelSpec
-from envbuild.target import Platform, Target, model_python, parse_platform
+from envbuild.target import BaseLock, Platform, Target, model_python, parse_platform
 
 UV_SOURCES = ("auto", "binary", "pip")
 # index settings the build stage may need (for credentials): uv's for the install, pip's for
@@ -71,6 +83,7 @@ class ImageOptions:
     uv_source: str = "auto"  # auto, binary (copy envbuild's uv), pip (install it in the build)
     nocache: bool = False  # build without the engine's layer cache (benchmarks)
     accelerator: str | None = None
+    kind: str | None = None  # venv or conda; None: the automatic choice
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,9 @@ class ImagePlan:
     build_args: dict[str, str] = field(repr=False)  # may hold credentials: never print values
     network: str = "host"
     warnings: tuple[str, ...] = ()
+    kind: str = "venv"
+    base: BaseLock | None = None  # what /opt/env holds below the pip half (a conda lock)
+    offline: bool = False  # install the base from the package cache only
 
     @property
     def python_minor(self) -> str:
@@ -108,6 +124,7 @@ class ImagePlan:
             "python": self.lock.python,
             "lock_digest": self.lock.digest,
             "lock_source": self.lock_source,
+            "base_lock_digest": self.base.digest if self.base else None,
             "model_digest": self.model_digest,
             "ca_cert": str(self.ca_cert) if self.ca_cert else None,
             "ca_source": self.ca_source,
@@ -138,6 +155,9 @@ def image_platform(text: str | None) -> Platform:
             hint="use linux/amd64 or linux/arm64",
         )
     return target
+
+
+NO_PYTHON_BASE = "debian:bookworm-slim"  # for an environment that brings its own Python
 
 
 def default_base_image(minor: str) -> str:
@@ -255,6 +275,7 @@ def image_labels(
     base_image: str,
     tag: str,
     extra: Mapping[str, str],
+    base: BaseLock | None = None,
 ) -> dict[str, str]:
     """OCI annotations plus envbuild's own (model, lock, version); ``--label`` wins on conflict.
 
@@ -273,6 +294,8 @@ def image_labels(
         f"{LABEL_PREFIX}.python": lk.python,
         f"{LABEL_PREFIX}.model.digest": digest,
     }
+    if base is not None:
+        labels[f"{LABEL_PREFIX}.{base.name}.lock.digest"] = base.digest
     if spec.model_uuid:
         labels[f"{LABEL_PREFIX}.model.uuid"] = spec.model_uuid
     if spec.run_id:
@@ -322,10 +345,15 @@ def plan_image(
     ``lock`` installs exactly that lock (``reproduce``) instead of choosing one; it must cover
     the target platform.
     """
+    from envbuild.envs.base import IMAGE
+    from envbuild.envs.registry import DEFAULT_KIND, choose_kind, imaging_backend
+
     options = options or ImageOptions()
     warnings: list[str] = [*model.warnings, *env.warnings]
     target = image_platform(options.platform)
+    base_lock: BaseLock | None = None
     if lock is not None:
+        kind = options.kind or DEFAULT_KIND
         if target.name not in lock.lock.platforms:
             raise UsageError(
                 f"the lock targets {', '.join(lock.lock.platforms)}, not {target.name}",
@@ -334,13 +362,22 @@ def plan_image(
             )
         choice = lock
     else:
+        kind = choose_kind(env, options.kind, IMAGE).name
+        lock_target = imaging_backend(kind).image_target(env, options, on_progress=on_progress)
+        base_lock = lock_target.base
+        if base_lock is None:
+            warnings.extend(virtualenv_warnings(env))
+        else:
+            warnings.extend(base_lock.warnings)
         choice = select_lock(
-            model, env, image_target(env, options), offline=options.offline, on_progress=on_progress
+            model, env, lock_target, offline=options.offline, on_progress=on_progress
         )
     lk = choice.lock
     warnings.extend(w for w in [*choice.warnings, *lk.warnings] if w not in warnings)
     check_lock_is_portable(lk)
-    base = options.base_image or default_base_image(lk.python_minor)
+    base = options.base_image or (
+        NO_PYTHON_BASE if base_lock is not None else default_base_image(lk.python_minor)
+    )
     if on_progress:
         on_progress("hashing the model's files")
     digest = model_digest(model.path)
@@ -357,7 +394,7 @@ def plan_image(
         platform_given=bool(options.platform),
         tag=tag,
         model_digest=digest,
-        labels=image_labels(model, lk, digest, base, tag, options.labels),
+        labels=image_labels(model, lk, digest, base, tag, options.labels, base_lock),
         ca_cert=ca_cert,
         ca_source=ca_source,
         uv_binary=uv_binary,
@@ -365,4 +402,7 @@ def plan_image(
         build_args=index_build_args(uv_via_pip=uv_binary is None),
         network=options.network,
         warnings=tuple(dict.fromkeys(warnings)),
+        kind=kind,
+        base=base_lock,
+        offline=options.offline,
     )

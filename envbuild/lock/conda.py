@@ -161,6 +161,29 @@ class CondaBase:
             return "it was made with another conda lock"
         return None
 
+    @property
+    def lock_file(self) -> tuple[str, str]:
+        return CONDA_LOCK_NAME, self.lock.text
+
+    def install_for(
+        self,
+        folder: Path,
+        final: str,
+        *,
+        offline: bool = False,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> None:
+        from envbuild.conda.install import install
+
+        install(
+            self.lock,
+            folder,
+            offline=offline,
+            channels=resolve_channels(self.lock.channels),
+            target_prefix=Path(final),
+            progress=(lambda step: on_progress(str(step))) if on_progress else None,
+        )
+
     def target(self, *, python_from_model: bool = True) -> Target:
         """The pip half's target: the conda lock's Python on its platform, over this base."""
         return Target(
