@@ -223,6 +223,10 @@ class Preferring(Protocol):
 class Locking(Protocol):
     """A kind with its own lock files (``envbuild lock --kind K``)."""
 
+    def lock_files(self, model: ModelSpec) -> tuple[Path, ...]:
+        """The lock files this kind keeps in a model folder."""
+        ...
+
     def lock(
         self,
         model: ModelSpec,

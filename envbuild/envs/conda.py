@@ -295,6 +295,11 @@ class CondaBackend:
             package_scripts=options.package_scripts,
         )
 
+    def lock_files(self, model: ModelSpec) -> tuple[Path, ...]:
+        from envbuild.lock.conda import CONDA_LOCK_NAME, PIP_LOCK_NAME
+
+        return (model.path / CONDA_LOCK_NAME, model.path / PIP_LOCK_NAME)
+
     def lock(
         self,
         model: ModelSpec,

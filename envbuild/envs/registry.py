@@ -30,6 +30,7 @@ class Kind:
     backend: str  # "module:Class"
     summary: str  # one line for --help
     capabilities: frozenset[str]
+    locks: str | None = None  # the kind whose lock files it builds from (None: no lock)
 
 
 KINDS: dict[str, Kind] = {
@@ -40,12 +41,14 @@ KINDS: dict[str, Kind] = {
             "envbuild.envs.venv:VenvBackend",
             "a cached virtualenv built from the lock (default)",
             frozenset({ENV, PREDICT, SERVE, EXEC, REPRODUCE, LOCK, IMAGE}),
+            locks="venv",
         ),
         Kind(
             "conda",
             "envbuild.envs.conda:CondaBackend",
             "a conda environment from conda.yaml (py-rattler, no conda needed), in the cache",
             frozenset({ENV, PREDICT, SERVE, EXEC, REPRODUCE, LOCK, IMAGE}),
+            locks="conda",
         ),
         Kind(
             "local",
@@ -58,6 +61,7 @@ KINDS: dict[str, Kind] = {
             "envbuild.envs.docker:DockerBackend",
             "the image `envbuild image` builds, reused while the lock and the model are unchanged",
             frozenset({ENV, PREDICT, SERVE, REPRODUCE}),
+            locks="venv",
         ),
     )
 }
@@ -101,6 +105,13 @@ def locking_backend(name: str) -> Locking:
     """The backend of a kind with its own lock files (``envbuild lock --kind``)."""
     backend: Locking = _with(name, LOCK)  # type: ignore[assignment]
     return backend
+
+
+def lock_files_backend(name: str) -> Locking | None:
+    """The backend that writes and checks the lock files kind ``name`` builds from (the venv
+    one for venv and docker, conda's own for conda; None for local, which locks nothing)."""
+    locks = describe(name).locks
+    return locking_backend(locks) if locks is not None else None
 
 
 def imaging_backend(name: str) -> Imaging:

@@ -289,6 +289,11 @@ class VenvBackend:
             else None,
         )
 
+    def lock_files(self, model: ModelSpec) -> tuple[Path, ...]:
+        from envbuild.lock.pylock import PYLOCK_NAME
+
+        return (model.path / PYLOCK_NAME,)
+
     def lock(
         self,
         model: ModelSpec,

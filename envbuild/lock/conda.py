@@ -352,6 +352,10 @@ class CondaLocks:
     conda_changed: bool | None = None  # None: checked, not written
     warnings: tuple[str, ...] = ()
 
+    @property
+    def pip_lock(self) -> Lock:
+        return self.pip
+
     def to_dict(self) -> dict[str, object]:
         return {
             "kind": "conda",

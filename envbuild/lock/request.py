@@ -39,6 +39,11 @@ class LockOutcome(Protocol):
     @property
     def warnings(self) -> tuple[str, ...]: ...
 
+    @property
+    def pip_lock(self) -> Lock:
+        """The pip lock (the whole lock of a venv, the pip half of a conda environment)."""
+        ...
+
     def to_dict(self) -> dict[str, object]: ...
 
     def summary(self, *, checked: bool, shown: Callable[[Path], str] = str) -> list[str]: ...
@@ -53,6 +58,10 @@ class PipLocks:
     @property
     def warnings(self) -> tuple[str, ...]:
         return self.lock.warnings
+
+    @property
+    def pip_lock(self) -> Lock:
+        return self.lock
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.lock.to_dict())
