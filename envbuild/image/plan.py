@@ -118,6 +118,7 @@ class ImagePlan:
     def to_dict(self) -> dict[str, object]:
         return {
             "model": str(self.model.path),
+            "kind": self.kind,
             "tag": self.tag,
             "base_image": self.base_image,
             "platform": self.platform.name,

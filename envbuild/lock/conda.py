@@ -476,9 +476,9 @@ def describe_conda_change(tool: Mapping[str, Any], spec: CondaSpec) -> str:
     parts = [f"{now[text].origin} adds {text}" for text in sorted(set(now) - before)]
     parts += [f"{text} was removed" for text in sorted(before - set(now))]
     if not parts:
-        parts.append("its channels changed")
+        parts.append("conda.yaml's channels changed")
     shown = "; ".join(parts[:6]) + (f"; and {len(parts) - 6} more" if len(parts) > 6 else "")
-    return f"conda.yaml: {shown}"
+    return shown
 
 
 def _with_path(lock: CondaLock, path: Path) -> CondaLock:
