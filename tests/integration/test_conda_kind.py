@@ -530,7 +530,7 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 X, y = load_iris(return_X_y=True, as_frame=True)
 mlflow.sklearn.save_model(LogisticRegression(max_iter=500).fit(X, y), sys.argv[1],
-                          input_example=X.head(5))
+                          input_example=X.head(5), serialization_format="cloudpickle")
 loaded = mlflow.pyfunc.load_model(sys.argv[1])
 print(json.dumps(loaded.predict(X.head(5)).tolist()))
 """
