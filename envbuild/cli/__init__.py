@@ -79,13 +79,12 @@ def exit_process(code: int) -> None:
     locks released by their context managers).
     """
     if "rattler" in sys.modules:
+        import contextlib
         import os
 
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 stream.flush()
-            except (OSError, ValueError):
-                pass
         os._exit(code)
     sys.exit(code)
 
