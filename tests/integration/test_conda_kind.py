@@ -560,23 +560,21 @@ def test_a_real_mlflow_model_predicts_what_mlflow_predicted(
     conda = yaml.safe_load((folder / "conda.yaml").read_text())
     pip = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))
     conda["channels"] = [conda_channel.url]
-    conda["dependencies"] = ["python=3.10.13", "pip", "envbuild-util", {"pip": pip}]
+    # pyyaml from conda too: mlflow needs it, so the pip half must leave it to conda
+    conda["dependencies"] = ["python=3.10.13", "pip", "envbuild-util", "pyyaml", {"pip": pip}]
     (folder / "conda.yaml").write_text(yaml.safe_dump(conda, sort_keys=False))
 
     assert cli("lock", str(folder)).returncode == 0
     assert cli("lock", str(folder), "--check").returncode == 0
     pip_half = (folder / "pylock.conda.toml").read_text()
-    assert 'name = "scikit-learn"' in pip_half
+    assert 'name = "scikit-learn"' in pip_half and 'name = "mlflow' in pip_half
+    assert 'name = "pyyaml"' not in pip_half  # installed by conda: left out of the pip half
     done = cli("predict", str(folder))
     assert done.returncode == 0, done.stderr
     assert predictions(done.stdout) == mlflow_predicted
-    done = cli(
-        "run",
-        str(folder),
-        "--",
-        "python",
-        "-c",
-        "import envbuild_util, sklearn, sys; print(sys.prefix)",
-    )
+    code = "import json, sys, envbuild_util, yaml; print(json.dumps([sys.prefix, yaml.__file__]))"
+    done = cli("run", str(folder), "--", "python", "-c", code)
     assert done.returncode == 0, done.stderr
-    assert "/conda/" in done.stdout
+    prefix, yaml_file = (Path(p) for p in json.loads(done.stdout))
+    owned = json.loads(next((prefix / "conda-meta").glob("pyyaml-*.json")).read_text())["files"]
+    assert str(yaml_file.relative_to(prefix)) in owned  # mlflow runs on conda's PyYAML
