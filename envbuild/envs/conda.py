@@ -148,7 +148,8 @@ def _sha256(path: Path) -> str:
 def _distributions(data: Mapping[str, object]) -> set[str]:
     """The Python distributions a conda package installed (its ``*.dist-info`` folders)."""
     out: set[str] = set()
-    for item in data.get("files") or []:  # type: ignore[attr-defined]
+    files = data.get("files")
+    for item in files if isinstance(files, list) else []:
         if not isinstance(item, str):
             continue
         parts = item.split("/")
