@@ -31,12 +31,15 @@ from envbuild.model import (
     DEFAULT_REQUIREMENTS,
     MLMODEL,
     ModelSpec,
+    PyFuncFlavor,
 )
 from envbuild.paths import inside
+from envbuild.redact import redact
 from envbuild.requirements import (
     IndexOption,
     MissingInclude,
     Origin,
+    ParsedRequirements,
     Requirement,
     RequirementsReader,
 )
@@ -103,12 +106,19 @@ class EnvSpec:
     warnings: tuple[str, ...] = field(default=())
 
     def digest(self) -> str:
-        """sha256 of what resolution depends on: the lock records it; ``lock --check`` compares it."""
+        """sha256 of what resolution depends on: the lock records it; ``lock --check`` compares it.
+
+        The model's own index options are not in it: they are obeyed only when the user trusts
+        them (``--trust-model-indexes``), and then they are part of the index settings that the
+        lock records and the lock cache keys on. An ignored option must not change anything.
+        """
         payload = {
             "python": self.python.specifier if self.python else None,
-            "requirements": sorted(r.text for r in self.requirements),
-            "constraints": sorted(r.text for r in self.constraints),
-            "index_options": sorted(f"{o.option} {o.value}" for o in self.index_options),
+            # credentials in a direct URL are not part of the identity (a rotated token does not
+            # make a lock stale) and never reach the lock through it
+            "requirements": sorted(redact(r.text) for r in self.requirements),
+            "constraints": sorted(redact(r.text) for r in self.constraints),
+            "index_options": [],  # kept (empty) so that digests stay those of earlier locks
         }
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
         return "sha256:" + hashlib.sha256(blob).hexdigest()
@@ -147,9 +157,45 @@ def python_from_text(
         raise ModelError(
             f"invalid Python version {raw!r}", path=shown, field=field_name, line=origin.line
         )
+    problem = _unsatisfiable(specifier, raw)
+    if problem is not None:
+        raise ModelError(
+            problem,
+            path=shown,
+            field=field_name,
+            line=origin.line,
+            hint=f"write the Python the model runs on, {SUPPORTED_PYTHON[0]}.x to "
+            f"{SUPPORTED_PYTHON[1]}.x (for example 3.11 or 3.11.7)",
+        )
     if conda and raw.startswith("=") and not raw.startswith("=="):
         raw = raw[1:]
     return PythonRequest(text=raw, origin=origin, specifier=str(specifier))
+
+
+# the Python 3 minor versions a model's environment can be built for (3.6: the oldest the MLflow
+# models in the wild use; the newest: CPython's newest series, with its next in pre-release)
+SUPPORTED_PYTHON = ("3.6", "3.15")
+
+
+def _unsatisfiable(specifier: SpecifierSet, raw: str) -> str | None:
+    """Why no Python envbuild can build for satisfies ``specifier`` (None when one does)."""
+    low, high = (int(v.split(".")[1]) for v in SUPPORTED_PYTHON)
+    if any(
+        specifier.contains(f"3.{minor}.{patch}", prereleases=True)
+        for minor in range(low, high + 1)
+        for patch in range(0, 40)
+    ):
+        return None
+    ancient = [m for m in range(0, low) if specifier.contains(f"3.{m}.0", prereleases=True)]
+    if any(specifier.contains(f"2.{m}.{p}") for m in range(0, 8) for p in range(0, 19)):
+        return f"Python {raw} is Python 2: envbuild builds Python 3 environments"
+    if ancient:
+        return (
+            f"Python {raw} is too old: envbuild builds for Python {SUPPORTED_PYTHON[0]} and newer"
+        )
+    if any(specifier.contains(f"3.{m}.0", prereleases=True) for m in range(high + 1, 100)):
+        return f"Python {raw} does not exist (the newest series is {SUPPORTED_PYTHON[1]})"
+    return f"invalid Python version {raw!r}: no Python release matches it"
 
 
 def _agree(a: PythonRequest, b: PythonRequest) -> bool:
@@ -339,20 +385,20 @@ def _compare_pins(
     return out
 
 
-def read_env(model: ModelSpec) -> EnvSpec:
-    """Read the model's environment files into one :class:`EnvSpec` (see the module docstring)."""
+@dataclass(frozen=True)
+class _Files:
+    """The environment files found in the model folder (relative names), and what was read."""
+
+    conda_rel: str | None
+    venv_rel: str | None
+    req_rel: str | None
+    conda: _Conda | None
+    python_env: _PythonEnv | None
+
+
+def _find_files(model: ModelSpec, pyfunc: PyFuncFlavor, warnings: list[str]) -> _Files:
+    """Which of the three env files exist (MLmodel's names, else MLflow's defaults), read."""
     root, mlmodel = model.path, model.mlmodel_path
-    warnings: list[str] = []
-    pyfunc = model.pyfunc
-    if pyfunc is None:
-        names = ", ".join(model.flavor_names)
-        raise ModelError(
-            f"no python_function flavor (flavors: {names}); envbuild builds environments for "
-            "Python models only",
-            path=mlmodel,
-            field="flavors",
-            hint="this model must be served by its own runtime (Java, R, ...)",
-        )
     env = pyfunc.env
     field_prefix = "flavors.python_function.env"
     declared_conda = env.conda
@@ -383,42 +429,59 @@ def read_env(model: ModelSpec) -> EnvSpec:
             hint="restore the model's environment files, or run `envbuild capture MODEL --write` "
             "where the model loads",
         )
+    return _Files(
+        conda_rel=conda_rel,
+        venv_rel=venv_rel,
+        req_rel=req_rel,
+        conda=_read_conda(root, conda_rel) if conda_rel else None,
+        python_env=_read_python_env(root, venv_rel) if venv_rel else None,
+    )
 
-    conda = _read_conda(root, conda_rel) if conda_rel else None
-    python_env = _read_python_env(root, venv_rel) if venv_rel else None
 
-    # Python version: python_env.yaml > conda.yaml > MLmodel.
+def _choose_python(
+    model: ModelSpec, pyfunc: PyFuncFlavor, files: _Files, warnings: list[str]
+) -> PythonRequest | None:
+    """python_env.yaml > conda.yaml > MLmodel; a disagreement is a warning naming both."""
     candidates: list[PythonRequest] = []
-    if python_env and python_env.python:
-        candidates.append(python_env.python)
-    if conda and conda.python:
-        candidates.append(conda.python)
+    if files.python_env and files.python_env.python:
+        candidates.append(files.python_env.python)
+    if files.conda and files.conda.python:
+        candidates.append(files.conda.python)
     if pyfunc.python_version:
         candidates.append(
             python_from_text(
                 pyfunc.python_version,
                 Origin(MLMODEL, None),
                 conda=False,
-                shown=mlmodel,
+                shown=model.mlmodel_path,
                 field_name="flavors.python_function.python_version",
             )
         )
-    python = candidates[0] if candidates else None
-    if python is None:
+    if not candidates:
         warnings.append(
             "no Python version in any environment file; the default interpreter is used"
         )
+        return None
+    python = candidates[0]
     for other in candidates[1:]:
         if not _agree(python, other):
             warnings.append(
                 f"Python version: {python.origin} says {python.text} but {other.origin} says "
                 f"{other.text}; using {python.text}"
             )
+    return python
 
-    # pip requirements: python_env.yaml > requirements.txt > conda.yaml pip list.
+
+def _choose_requirements(
+    root: Path, files: _Files, warnings: list[str]
+) -> tuple[ParsedRequirements, list[Requirement], str]:
+    """python_env.yaml > requirements.txt > conda.yaml's pip list: (what was read, build
+    requirements, the file used)."""
     reader = RequirementsReader(root)
     build: list[Requirement] = []
     source = ""
+    python_env, venv_rel, req_rel = files.python_env, files.venv_rel, files.req_rel
+    conda, conda_rel = files.conda, files.conda_rel
     if python_env is not None and venv_rel:
         build_reader = RequirementsReader(root)
         for text, origin in python_env.build:
@@ -441,60 +504,88 @@ def read_env(model: ModelSpec) -> EnvSpec:
         source = conda_rel
         for text, origin in conda.pip_items:
             reader.read_line(text, origin, root / conda_rel)
-    result = reader.result
+    return reader.result, build, source
 
-    # Cross-check the conda pip list against what will be installed.
-    if conda is not None and conda_rel and source != conda_rel and conda.pip_items:
-        other = RequirementsReader(root)
-        try:
-            for text, origin in conda.pip_items:
-                other.read_line(text, origin, root / conda_rel)
-        except ModelError as exc:
-            warnings.append(f"{conda_rel} is not used and cannot be parsed: {exc}")
-        else:
-            warnings.extend(
-                _compare_pins(result.requirements, other.result.requirements, source, conda_rel)
-            )
-            for opt in other.result.index_options:
-                result.index_options.append(opt)
 
+def _cross_check_conda(
+    root: Path, files: _Files, result: ParsedRequirements, source: str, warnings: list[str]
+) -> None:
+    """The conda pip list against what will be installed: each differing pin is a warning."""
+    conda, conda_rel = files.conda, files.conda_rel
+    if conda is None or not conda_rel or source == conda_rel or not conda.pip_items:
+        return
+    other = RequirementsReader(root)
+    try:
+        for text, origin in conda.pip_items:
+            other.read_line(text, origin, root / conda_rel)
+    except ModelError as exc:
+        warnings.append(f"{conda_rel} is not used and cannot be parsed: {exc}")
+        return
+    warnings.extend(
+        _compare_pins(result.requirements, other.result.requirements, source, conda_rel)
+    )
+    result.index_options.extend(other.result.index_options)
+
+
+def _deduplicate(requirements: Sequence[Requirement], warnings: list[str]) -> list[Requirement]:
+    """Exact repeats are dropped; the same package listed differently is kept (both apply, as
+    pip would) with a warning."""
+    seen: dict[str, Requirement] = {}
+    out: list[Requirement] = []
+    for req in requirements:
+        key = req.name + str(sorted(req.parsed.extras)) + str(req.parsed.marker)
+        if key in seen:
+            if seen[key].text != req.text:
+                warnings.append(
+                    f"{req.origin}: {req.name} is listed again ({req.text}, first "
+                    f"{seen[key].text} at {seen[key].origin}); both apply"
+                )
+            else:
+                continue
+        seen[key] = req
+        out.append(req)
+    return out
+
+
+def read_env(model: ModelSpec) -> EnvSpec:
+    """Read the model's environment files into one :class:`EnvSpec` (see the module docstring)."""
+    pyfunc = model.pyfunc
+    if pyfunc is None:
+        names = ", ".join(model.flavor_names)
+        raise ModelError(
+            f"no python_function flavor (flavors: {names}); envbuild builds environments for "
+            "Python models only",
+            path=model.mlmodel_path,
+            field="flavors",
+            hint="this model must be served by its own runtime (Java, R, ...)",
+        )
+    root = model.path
+    warnings: list[str] = []
+    files = _find_files(model, pyfunc, warnings)
+    python = _choose_python(model, pyfunc, files, warnings)
+    result, build, source = _choose_requirements(root, files, warnings)
+    _cross_check_conda(root, files, result, source, warnings)
     for opt in result.index_options:
         warnings.append(
             f"{opt.origin}: {opt.option} {opt.redacted} is ignored (index options in a model's "
             "files are used only with --trust-model-indexes)"
         )
     for line, origin in result.ignored_options:
-        warnings.append(f"{origin}: option {line!r} is ignored")
-    seen: dict[str, Requirement] = {}
-    requirements: list[Requirement] = []
-    for req in result.requirements:
-        key = req.name + str(sorted(req.parsed.extras)) + str(req.parsed.marker)
-        if key in seen:
-            if seen[key].text != req.text:
-                warnings.append(
-                    f"{req.origin}: {req.name} is listed again ({req.text}, first {seen[key].text} at {seen[key].origin}); both apply"
-                )
-            else:
-                continue
-        seen[key] = req
-        requirements.append(req)
-
-    conda_deps: tuple[CondaDependency, ...] = ()
-    channels: tuple[str, ...] = ()
-    if conda is not None:
-        conda_deps = tuple(conda.dependencies)
-        channels = tuple(conda.channels)
+        warnings.append(f"{origin}: option {redact(line)!r} is ignored")
+    requirements = _deduplicate(result.requirements, warnings)
+    conda = files.conda
+    listed = [f for f in (files.venv_rel, files.req_rel, files.conda_rel) if f]
     return EnvSpec(
         model_path=root,
         python=python,
         requirements=tuple(requirements),
         constraints=tuple(result.constraints),
         build_requirements=tuple(build),
-        conda_dependencies=conda_deps,
-        channels=channels,
+        conda_dependencies=tuple(conda.dependencies) if conda else (),
+        channels=tuple(conda.channels) if conda else (),
         index_options=tuple(result.index_options),
         source=source,
-        files=tuple(dict.fromkeys([f for f in (venv_rel, req_rel, conda_rel) if f] + result.files)),
+        files=tuple(dict.fromkeys(listed + result.files)),
         warnings=tuple(warnings),
     )
 

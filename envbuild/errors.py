@@ -67,10 +67,13 @@ class EnvbuildError(Exception):
         return ": ".join(parts)
 
     def format(self, show_path: Callable[[Path], str] = str) -> str:
-        """The one-line message: where, then what (never more than one line)."""
+        """The one-line message: where, then what (never more than one line), credentials in
+        any URL hidden."""
+        from envbuild.redact import redact
+
         what = " ".join(self.message.splitlines()) if self.message else type(self).__name__
         where = self.where(show_path)
-        return f"{where}: {what}" if where else what
+        return redact(f"{where}: {what}" if where else what)
 
     def __str__(self) -> str:
         return self.format()
@@ -149,3 +152,24 @@ class PredictionMismatch(EnvbuildError):
     """reproduce: the predictions differ from the recorded expected output."""
 
     exit_code = ExitCode.PREDICTIONS_DIFFER
+
+
+class MissingExtra(UsageError):
+    """A part of envbuild that needs an optional dependency was used without it installed
+    (MLflow for a model URI, ``boto3`` for ``s3://``, ...). The message names what to install."""
+
+
+class ModelSourceError(ModelError):
+    """A model URI that names nothing usable: no such run, registered model, version, alias or
+    logged model, an artifact path without an MLmodel, an unsupported scheme, refused access."""
+
+
+class SourceUnreachable(EnvbuildError):
+    """The tracking server, model registry or artifact store could not be reached (connection
+    refused, timed out, name not resolved, server errors after retries).
+
+    Exit 3, as for the other failures that depend on the network (a lock that cannot reach the
+    index): the reference itself may be fine, so running again later may succeed.
+    """
+
+    exit_code = ExitCode.RESOLUTION_FAILED

@@ -98,3 +98,27 @@ def temporary_directory(
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def write_output(path: Path, data: bytes) -> None:
+    """Write a command's output (``predict -o``) where the user pointed, without damaging it.
+
+    A regular file (or a new one) is replaced atomically, keeping its mode; a symlink is written
+    through to the file it points to (the link stays a link); a device, FIFO or socket
+    (``/dev/null``, ``/dev/stdout``, a pipe) is written as a stream, never replaced; a directory
+    is refused.
+    """
+    from envbuild.errors import UsageError
+
+    target = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise UsageError("is a directory, expected a file", path=path, field="-o")
+    if mode is not None and not stat.S_ISREG(mode):
+        with open(target, "wb") as stream:  # a device, FIFO or socket: a stream
+            stream.write(data)
+        return
+    atomic_write(target, data)

@@ -19,7 +19,7 @@ from typing import Any
 
 from envbuild.errors import ModelError, UsageError
 from envbuild.paths import inside
-from envbuild.yamlio import YamlMap, kind_of, line_of, load_yaml, scalar_text
+from envbuild.yamlio import kind_of, line_of, load_yaml, scalar_text
 
 MLMODEL = "MLmodel"
 PYFUNC = "python_function"
@@ -128,6 +128,7 @@ class ModelSpec:
     databricks_runtime: str | None
     metadata: Mapping[str, Any] | None
     warnings: tuple[str, ...] = ()
+    document: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # all of it
 
     @property
     def flavor_names(self) -> list[str]:
@@ -138,7 +139,7 @@ class ModelSpec:
         return self.path / relative
 
 
-def _text_field(doc: YamlMap, key: str, mlmodel: Path, prefix: str = "") -> str | None:
+def _text_field(doc: Mapping[Any, Any], key: str, mlmodel: Path, prefix: str = "") -> str | None:
     value = doc.get(key)
     if value is None:
         return None
@@ -260,6 +261,13 @@ def _decode_schema(doc: Mapping, key: str, mlmodel: Path) -> tuple[Any, ...] | N
         except json.JSONDecodeError as exc:
             raise ModelError(
                 f"invalid JSON: {exc.msg} at column {exc.colno}",
+                path=mlmodel,
+                field=f"signature.{key}",
+                line=line_of(doc, key),
+            ) from None
+        except RecursionError:
+            raise ModelError(
+                "invalid JSON: nested too deeply",
                 path=mlmodel,
                 field=f"signature.{key}",
                 line=line_of(doc, key),
@@ -395,5 +403,6 @@ def load_model(model: str | os.PathLike[str]) -> ModelSpec:
         artifact_path=_text_field(doc, "artifact_path", mlmodel),
         databricks_runtime=_text_field(doc, "databricks_runtime", mlmodel),
         metadata=_freeze(metadata) if metadata is not None else None,
+        document=_freeze(doc),
         warnings=tuple(warnings),
     )

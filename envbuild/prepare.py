@@ -79,6 +79,32 @@ def prepare(
         )
         warnings.extend(choice.warnings)
     environment = backend.build(plan, model, env, choice, options, on_progress=on_progress)
+    base = plan.target.base if plan.target is not None else None
+    _record_use(model, environment, choice, base.path if base is not None else None)
     return Prepared(
         model, env, plan.interpreter, environment, choice, tuple(dict.fromkeys(warnings)), kind
     )
+
+
+def _record_use(
+    model: ModelSpec,
+    environment: Environment,
+    choice: LockChoice | None,
+    base_lock: Path | None = None,
+) -> None:
+    """Tell the cache who uses its entries (``envbuild cache list``), and hold the environment
+    for as long as this command (or the server it becomes) runs, so ``cache prune`` keeps it."""
+    from envbuild.cache import cache_root
+    from envbuild.cache.usage import hold, record_user
+
+    root = cache_root()
+    user = str(model.path)
+    for path in (
+        environment.path,
+        choice.lock.path.parent if choice and choice.lock.path else None,
+        base_lock.parent if base_lock is not None else None,
+    ):
+        if path is not None and root in Path(path).parents:
+            record_user(Path(path), user)
+    if root in environment.path.parents:
+        hold(environment.path)

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from envbuild.model import ModelSpec
 
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 RUNNER = RUNTIME_DIR / "runner.py"
@@ -21,3 +25,18 @@ def runtime_files() -> Iterator[tuple[str, Path]]:
     for path in sorted(RUNTIME_DIR.rglob("*.py")):
         if "__pycache__" not in path.parts:
             yield path.relative_to(RUNTIME_DIR).as_posix(), path
+
+
+MLMODEL_JSON = "ENVBUILD_MLMODEL_JSON"  # runtime/mlmodel.py reads it when PyYAML is missing
+_MAX_MLMODEL_JSON = 100_000  # a variable's value must stay well under Linux's 128 KiB limit
+
+
+def mlmodel_variables(model: ModelSpec) -> dict[str, str]:
+    """The runner's copy of the MLmodel envbuild already read (safely), as JSON, so that a model
+    whose environment has neither MLflow nor PyYAML can still be described."""
+    import json
+
+    from envbuild.model import thaw
+
+    text = json.dumps(thaw(model.document), separators=(",", ":"), default=str)
+    return {MLMODEL_JSON: text} if len(text) < _MAX_MLMODEL_JSON else {}

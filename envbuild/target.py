@@ -199,6 +199,11 @@ class BaseLock(Protocol):
         """Its file name and text (what an image keeps beside the pip half)."""
         ...
 
+    @property
+    def path(self) -> Path | None:
+        """Where its lock file is (the model folder, or envbuild's cache)."""
+        ...
+
     def install_for(
         self,
         folder: Path,

@@ -9,7 +9,7 @@ drop lines. Every name a template uses must be given.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from envbuild.errors import BuildError
@@ -58,10 +58,19 @@ def render(template: str, values: Mapping[str, str | bool], *, name: str = "temp
                 stack.pop()
             continue
         if active:
-            out.append(_VAR.sub(lambda m, n=number: _value(values, m.group(1), n, name), line))
+            out.append(_VAR.sub(_substitute(values, number, name), line))
     if stack:
         raise BuildError(f"{name}: an if block is not closed")
     return "\n".join(out) + "\n"
+
+
+def _substitute(
+    values: Mapping[str, str | bool], number: int, name: str
+) -> Callable[[re.Match[str]], str]:
+    def substitute(match: re.Match[str]) -> str:
+        return _value(values, match.group(1), number, name)
+
+    return substitute
 
 
 def _value(values: Mapping[str, str | bool], key: str, number: int, name: str) -> str:

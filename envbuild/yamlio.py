@@ -8,6 +8,7 @@ and whose floats keep their source text.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,64 @@ class YamlFloat(float):
     text: str
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader keeping source positions; never constructs arbitrary Python objects."""
+# A model file is untrusted: anchors and aliases let a few lines describe a document of billions
+# of values (an "alias bomb"). Composing keeps aliases as shared nodes; what would be built from
+# them is counted first, and a document that would exceed this many values is refused.
+MAX_EXPANDED_VALUES = 200_000
 
-    def construct_yaml_map(self, node: yaml.MappingNode):  # type: ignore[override]
+
+class _TooLarge(Exception):
+    pass
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many values constructing ``root`` builds, aliases counted at each use (linear time:
+    a shared node's size is computed once). Raises _TooLarge for a recursive alias or past the
+    limit."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            active.discard(key)
+            children: list[yaml.Node] = []
+            if isinstance(node, yaml.SequenceNode):
+                children = list(node.value)
+            elif isinstance(node, yaml.MappingNode):
+                children = [item for pair in node.value for item in pair]
+            total = 1 + sum(sizes[id(child)] for child in children)
+            if total > MAX_EXPANDED_VALUES:
+                raise _TooLarge(f"its aliases expand to more than {MAX_EXPANDED_VALUES:,} values")
+            sizes[key] = total
+            continue
+        if key in sizes:
+            continue
+        if key in active:
+            raise _TooLarge("an alias refers to a value that contains it")
+        active.add(key)
+        stack.append((node, True))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, False) for child in node.value if id(child) not in sizes)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(
+                (item, False) for pair in node.value for item in pair if id(item) not in sizes
+            )
+    return sizes[id(root)]
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader keeping source positions; never constructs arbitrary Python objects, nor a
+    document too large to hold (see MAX_EXPANDED_VALUES)."""
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None:
+            _expanded_size(node)
+        return node
+
+    def construct_yaml_map(self, node: yaml.MappingNode) -> Generator[dict[Any, Any], None, None]:
         data = YamlMap()
         data.lines = {}
         data.line = node.start_mark.line + 1
@@ -54,14 +109,14 @@ class _Loader(yaml.SafeLoader):
             data[key] = self.construct_object(value_node, deep=True)
             data.lines[key] = key_node.start_mark.line + 1
 
-    def construct_yaml_seq(self, node: yaml.SequenceNode):  # type: ignore[override]
+    def construct_yaml_seq(self, node: yaml.SequenceNode) -> Generator[list[Any], None, None]:
         data = YamlList()
         data.line = node.start_mark.line + 1
         data.lines = [child.start_mark.line + 1 for child in node.value]
         yield data
         data.extend(self.construct_object(child, deep=True) for child in node.value)
 
-    def construct_yaml_float(self, node: yaml.ScalarNode) -> YamlFloat:  # type: ignore[override]
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> YamlFloat:
         value = YamlFloat(super().construct_yaml_float(node))
         value.text = str(node.value)
         return value
@@ -97,6 +152,10 @@ def load_yaml(path: Path, *, display: str | Path | None = None) -> Any:
     shown = display if display is not None else path
     try:
         return yaml.load(text, Loader=_Loader)
+    except _TooLarge as exc:
+        raise ModelError(f"refused YAML: {exc}", path=shown) from None
+    except RecursionError:
+        raise ModelError("invalid YAML: nested too deeply", path=shown) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"

@@ -93,6 +93,14 @@ def run_json(*args: str) -> tuple[int, dict]:
     return proc.returncode, json.loads(proc.stdout)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that need PyPI or Docker are slow by definition: the fast tier (``-m "not slow"``)
+    needs neither, so it runs anywhere, offline."""
+    for item in items:
+        if item.get_closest_marker("network") or item.get_closest_marker("docker"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_envbuild_cache(tmp_path_factory: pytest.TempPathFactory):
     """Tests never touch the user's envbuild cache (uv's own package cache is shared: it is

@@ -592,16 +592,16 @@ def interpret(
         target.phases.add(str(module.get("phase") or "load"))
 
     for item in doc.get("static_imports") or ():
-        owners = [int(i) for i in item.get("owners") or ()]
+        static_owners = [int(i) for i in item.get("owners") or ()]
         where = f"{item.get('file')}:{item.get('line')}"
-        if not owners:
+        if not static_owners:
             top = str(item["module"]).split(".")[0]
             if item.get("optional"):
                 continue  # `try: import x / except ImportError` for a package not installed
             if not any(u.module == top for u in unmapped):
                 unmapped.append(UnmappedModule(top, "static", where))
             continue
-        candidates = list({installed.key(i): i for i in owners}.values())
+        candidates = list({installed.key(i): i for i in static_owners}.values())
         target = pick(
             candidates[0] if len(candidates) == 1 else _choose(installed, candidates, chosen)
         )

@@ -230,7 +230,7 @@ def _patch_model_log(model_class: type) -> None:
         return func(*bound.args, **bound.kwargs)
 
     _restore.append((model_class, "log", original))
-    model_class.log = classmethod(log)  # type: ignore[method-assign]
+    setattr(model_class, "log", classmethod(log))  # noqa: B010 - patched only inside a block
 
 
 class _PatchingLoader(importlib.abc.Loader):

@@ -287,11 +287,14 @@ def _lock_differences(lk: Lock, capture: Capture) -> list[str]:
     for package in lk.packages:
         locked.setdefault(canonicalize_name(package.name), set()).add(package.version)
     out = []
-    for package in capture.closure:
-        versions = locked.get(package.key, set())
-        if not any(_same_version(package.version, v) for v in versions) and package.source is None:
+    for captured in capture.closure:
+        versions = locked.get(captured.key, set())
+        if (
+            not any(_same_version(captured.version, v) for v in versions)
+            and captured.source is None
+        ):
             out.append(
-                f"{package.name} {package.version} is installed but the lock has "
+                f"{captured.name} {captured.version} is installed but the lock has "
                 f"{', '.join(sorted(versions)) or 'no version of it'}"
             )
     extra = sorted(set(locked) - {p.key for p in capture.closure})

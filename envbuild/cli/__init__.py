@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from envbuild.__about__ import __version__
 
@@ -25,6 +26,7 @@ COMMANDS = (
     "image",
     "reproduce",
     "ci-template",
+    "cache",
 )
 
 
@@ -32,8 +34,18 @@ def _module(name: str):
     return importlib.import_module(f"envbuild.cli.{name.replace('-', '_')}_cmd")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is a UsageError (exit 2): one line, or one JSON object
+    under ``--json``, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        from envbuild.errors import UsageError
+
+        raise UsageError(message, hint=f"see `{self.prog} --help`")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="envbuild",
         description="Rebuild an MLflow model's environment exactly and run the model in it.",
     )
@@ -57,13 +69,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     from envbuild.cli.output import Output
 
+    words = list(sys.argv[1:] if argv is None else argv)
+    cut = words.index("--") if "--" in words else len(words)  # `run MODEL -- CMD --json`
+    out = Output(json_mode="--json" in words[:cut], debug="--debug" in words[:cut])
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help(sys.stderr)
-        return 2
-    out = Output(json_mode=getattr(args, "json", False), debug=args.debug)
-    return out.guard(lambda: args._run(args, out))
+
+    def command() -> int:
+        # `envbuild run MODEL [OPTIONS] -- COMMAND ...`: what follows `--` is the command's,
+        # options before it are envbuild's
+        args = parser.parse_args(words[:cut])
+        if cut < len(words) and hasattr(args, "command"):
+            args.command = words[cut + 1 :]
+        elif cut < len(words):
+            parser.error(f"unexpected arguments after --: {' '.join(words[cut + 1 :])}")
+        if not getattr(args, "command", None):
+            parser.print_help(sys.stderr)
+            return 2
+        out.debug = bool(args.debug)
+        result: int = args._run(args, out)
+        return result
+
+    return out.guard(command)
 
 
 def exit_process(code: int) -> None:

@@ -16,6 +16,42 @@ if TYPE_CHECKING:
     from envbuild.prepare import Prepared
 
 
+def port(text: str) -> int:
+    """``--port``: 0 (any free port) to 65535."""
+    value = _integer(text, "a port")
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (0 to 65535)")
+    return value
+
+
+def positive(text: str) -> int:
+    """A count that must be at least 1 (``--workers``, ``--chunk-rows``)."""
+    value = _integer(text, "a whole number")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number (1 or more)")
+    return value
+
+
+def tolerance(text: str) -> float:
+    """A relative tolerance: a finite number, 0 or more."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a tolerance (a finite number >= 0)")
+    return value
+
+
+def _integer(text: str, what: str) -> int:
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+
 def add_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model", metavar="MODEL", help="model folder (holding MLmodel) or MLmodel file"

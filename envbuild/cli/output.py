@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from envbuild.errors import EnvbuildError, ExitCode
+from envbuild.redact import redact
 
 
 def shown_path(path: object) -> str:
@@ -53,10 +54,10 @@ class Output:
         """Print a command's result: ``data`` as JSON, or its text rendering."""
         self.clear_progress()
         if self.json_mode:
-            json.dump(data, self.stdout, indent=2, sort_keys=False, default=str)
+            self.stdout.write(redact(json.dumps(data, indent=2, sort_keys=False, default=str)))
             self.stdout.write("\n")
         elif text is not None:
-            body = text() if callable(text) else text
+            body = redact(text() if callable(text) else text)
             self.stdout.write(body if body.endswith("\n") else body + "\n")
         self.stdout.flush()
 
@@ -65,7 +66,7 @@ class Output:
         if self.json_mode:
             return
         self.clear_progress()
-        self.stderr.write(f"warning: {message}\n")
+        self.stderr.write(f"warning: {redact(message)}\n")
 
     def note(self, message: str) -> None:
         """A decision worth one line on standard error (also in the JSON result)."""
@@ -79,14 +80,21 @@ class Output:
         if self.json_mode or not self.interactive:
             return
         self.clear_progress()
-        self.stderr.write(f"{message}\n")
+        self.stderr.write(f"{redact(message)}\n")
+
+    def ask(self, question: str) -> str:
+        """A question on the terminal (only asked when ``interactive``)."""
+        self.clear_progress()
+        self.stderr.write(question)
+        self.stderr.flush()
+        return input()
 
     def progress(self, message: str) -> None:
         """A transient one-line status, redrawn in place on a terminal; silent otherwise."""
         if self.json_mode or not self.interactive:
             return
         width = 100
-        self.stderr.write("\r\x1b[2K" + message[:width])
+        self.stderr.write("\r\x1b[2K" + redact(message)[:width])
         self.stderr.flush()
         self._progress_open = True
 
@@ -109,12 +117,12 @@ class Output:
             if exc.path is not None:
                 data["path"] = shown_path(exc.path)
             data["message"] = self._message(exc)
-            json.dump(data, self.stdout, indent=2)
+            self.stdout.write(redact(json.dumps(data, indent=2)))
             self.stdout.write("\n")
         else:
             self.stderr.write(f"error: {self._message(exc)}\n")
             if exc.hint:
-                self.stderr.write(f"hint: {exc.hint}\n")
+                self.stderr.write(f"hint: {redact(exc.hint)}\n")
             if exc.log_path:
                 self.stderr.write(f"log: {shown_path(exc.log_path)}\n")
         return int(exc.exit_code)

@@ -6,11 +6,13 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from envbuild.cli.common import add_build_options, add_model, prepare
+from envbuild.cli.common import add_build_options, add_json, add_model, positive, prepare
 from envbuild.envs.base import PREDICT
 
 if TYPE_CHECKING:
     from envbuild.cli.output import Output
+    from envbuild.inputs import ModelInput
+    from envbuild.prepare import Prepared
 
 HELP = "predict on an input file (default: the model's input example)"
 
@@ -37,11 +39,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--chunk-rows",
-        type=int,
+        type=positive,
         metavar="N",
         help="score CSV input N rows at a time (constant memory)",
     )
     add_build_options(parser, PREDICT)
+    add_json(parser)
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
@@ -49,6 +52,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
     prepared = prepare(args, out, PREDICT)
     with model_input(prepared.model, args.input, args.content_type) as data:
+        if out.json_mode:
+            return _predict_json(args, out, prepared, data)
         return prepared.environment.predict(
             prepared.model,
             data,
@@ -56,3 +61,33 @@ def run(args: argparse.Namespace, out: Output) -> int:
             chunk_rows=args.chunk_rows,
             streams=out.streams(),
         )
+
+
+def _predict_json(
+    args: argparse.Namespace, out: Output, prepared: Prepared, data: ModelInput
+) -> int:
+    """``--json``: one object with the predictions (or where they were written) and what ran;
+    the model's own errors come back as the error object."""
+    import json
+    import time
+
+    from envbuild.files import temporary_directory, write_output
+
+    started = time.monotonic()
+    with temporary_directory("predict") as folder:
+        produced = folder / "predictions.json"
+        prepared.environment.predict_to_file(prepared.model, data, produced)
+        raw = produced.read_bytes()
+    seconds = time.monotonic() - started
+    result: dict[str, object] = {
+        **prepared.to_dict(),
+        "input": str(data.path),
+        "seconds": round(seconds, 3),
+    }
+    if args.output is not None:
+        write_output(args.output, raw)
+        result["output"] = str(args.output)
+    else:
+        result["predictions"] = json.loads(raw).get("predictions")
+    out.result(result)
+    return 0

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from envbuild.cli.common import add_json, add_kind
+from envbuild.cli.common import add_json, add_kind, tolerance
 from envbuild.envs.base import REPRODUCE
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_kind(parser, REPRODUCE)
     parser.add_argument(
         "--tolerance",
-        type=float,
+        type=tolerance,
         default=1e-6,
         metavar="RTOL",
         help="relative tolerance for floats in predictions (default 1e-6)",
@@ -111,4 +111,5 @@ def run(args: argparse.Namespace, out: Output) -> int:
     )
     if out.json_mode:
         out.result(data)
-    return int(data["exit_code"])
+    code = data["exit_code"]
+    return code if isinstance(code, int) else 1

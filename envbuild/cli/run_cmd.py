@@ -19,9 +19,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_build_options(parser, EXEC)
     parser.add_argument(
         "command",
-        nargs=argparse.REMAINDER,
+        nargs="*",
         metavar="-- COMMAND ...",
-        help="the command and its arguments, after --",
+        help="the command and its arguments, after -- (options before -- are envbuild's)",
     )
 
 

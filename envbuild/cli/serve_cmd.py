@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from envbuild.cli.common import add_build_options, add_model, prepare
+from envbuild.cli.common import add_build_options, add_model, port, positive, prepare
 from envbuild.envs.base import SERVE
 
 if TYPE_CHECKING:
@@ -18,9 +18,9 @@ HELP = "serve the model over HTTP"
 def configure(parser: argparse.ArgumentParser) -> None:
     add_model(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = any free)")
+    parser.add_argument("--port", type=port, default=8080, help="port (default 8080; 0 = any free)")
     parser.add_argument(
-        "--workers", type=int, help="worker processes (default $ENVBUILD_WORKERS or 1)"
+        "--workers", type=positive, help="worker processes (default $ENVBUILD_WORKERS or 1)"
     )
     add_build_options(parser, SERVE)
 

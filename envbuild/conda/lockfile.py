@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from envbuild.errors import LockMismatchError
-from envbuild.files import atomic_write
+from envbuild.files import atomic_write, temporary_directory
 
 if TYPE_CHECKING:
     from rattler import LockFile, RepoDataRecord
@@ -263,7 +262,7 @@ def _fields(lock: CondaLock) -> dict[str, Any]:
 
 
 def _write_text(lock_file: LockFile) -> str:
-    with tempfile.TemporaryDirectory(prefix="envbuild-conda-lock-") as tmp:
+    with temporary_directory("conda-lock") as tmp:
         target = Path(tmp) / LOCK_NAME
         lock_file.to_path(target)
         return target.read_text(encoding="utf-8")
@@ -272,7 +271,7 @@ def _write_text(lock_file: LockFile) -> str:
 def _parse(text: str, shown: Path) -> LockFile:
     from rattler import LockFile
 
-    with tempfile.TemporaryDirectory(prefix="envbuild-conda-lock-") as tmp:
+    with temporary_directory("conda-lock") as tmp:
         target = Path(tmp) / LOCK_NAME
         target.write_text(text, encoding="utf-8")
         try:

@@ -34,9 +34,10 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from envbuild.envs.base import Environment, Streams
 from envbuild.envs.process import predict_args, runner_error, runner_exit
 from envbuild.errors import ModelRunError, UsageError
-from envbuild.files import atomic_write, temporary_directory
+from envbuild.files import atomic_write, temporary_directory, write_output
 from envbuild.image import layout
 from envbuild.image.engine import client
+from envbuild.runtime_files import mlmodel_variables
 
 if TYPE_CHECKING:
     from envbuild.inputs import ModelInput
@@ -129,6 +130,7 @@ class ContainerEnvironment(Environment):
 
     def _run(
         self,
+        model: ModelSpec,
         command: list[str],
         *,
         input_file: tuple[Path, str] | None = None,
@@ -145,7 +147,7 @@ class ContainerEnvironment(Environment):
             command,
             network_mode="none",
             labels={layout.ROLE_LABEL: command[0]},
-            environment=_passed_env(),
+            environment=_passed_env() | mlmodel_variables(model),
         )
         try:
             source, name = input_file or (None, "")
@@ -188,6 +190,7 @@ class ContainerEnvironment(Environment):
         streams = streams or StdStreams()
         with _input_file(data) as (source, name):
             ran = self._run(
+                model,
                 self._predict_command(data, name, data.chunk_rows(chunk_rows)),
                 input_file=(source, name),
                 output=True,
@@ -195,7 +198,7 @@ class ContainerEnvironment(Environment):
             )
         if ran.code == 0 and ran.output is not None:
             if output_path is not None:
-                atomic_write(output_path, ran.output)
+                write_output(output_path, ran.output)
             else:
                 streams.stdout(ran.output)
             return 0
@@ -204,7 +207,10 @@ class ContainerEnvironment(Environment):
     def predict_to_file(self, model: ModelSpec, data: ModelInput, output: Path) -> None:
         with _input_file(data) as (source, name):
             ran = self._run(
-                self._predict_command(data, name, None), input_file=(source, name), output=True
+                model,
+                self._predict_command(data, name, None),
+                input_file=(source, name),
+                output=True,
             )
         if ran.code == 0 and ran.output is not None:
             atomic_write(output, ran.output)
@@ -212,7 +218,7 @@ class ContainerEnvironment(Environment):
         raise runner_error(ran.code, ran.stderr.decode(errors="replace"))
 
     def info(self, model: ModelSpec) -> dict[str, Any]:
-        ran = self._run(["info", "--model", layout.MODEL_DIR])
+        ran = self._run(model, ["info", "--model", layout.MODEL_DIR])
         try:
             if ran.code != 0:
                 raise ValueError
@@ -244,7 +250,7 @@ class ContainerEnvironment(Environment):
             command,
             network_mode="host",
             labels={layout.ROLE_LABEL: "serve"},
-            environment=_passed_env(),
+            environment=_passed_env() | mlmodel_variables(model),
             name=f"envbuild-serve-{uuid.uuid4().hex[:12]}",
             healthcheck={
                 "test": ["CMD", *layout.ping_command(port)],

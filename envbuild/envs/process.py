@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from envbuild import proc
 from envbuild.envs.base import Environment, Streams
 from envbuild.errors import InputDataError, ModelRunError, UsageError
-from envbuild.runtime_files import RUNNER, RUNNER_BAD_INPUT, RUNNER_MODEL_FAILED
+from envbuild.runtime_files import RUNNER, RUNNER_BAD_INPUT, RUNNER_MODEL_FAILED, mlmodel_variables
 
 if TYPE_CHECKING:
     from envbuild.inputs import ModelInput
@@ -107,14 +107,15 @@ class ProcessEnvironment(Environment):
             str(output_path) if output_path else None,
             data.chunk_rows(chunk_rows),
         )
-        return runner_exit(proc.call(self.runner_argv("predict", *args), env=self.run_env()))
+        env = self.run_env() | mlmodel_variables(model)
+        return runner_exit(proc.call(self.runner_argv("predict", *args), env=env))
 
     def predict_to_file(self, model: ModelSpec, data: ModelInput, output: Path) -> None:
         done = proc.run(
             self.runner_argv("predict", *predict_args(str(model.path), data, str(output), None)),
             what="predicting",
             error=ModelRunError,
-            env=self.run_env(),
+            env=self.run_env() | mlmodel_variables(model),
             check=False,
         )
         if done.returncode != 0:
@@ -125,7 +126,7 @@ class ProcessEnvironment(Environment):
             self.runner_argv("info"),
             what="listing the environment's distributions",
             error=ModelRunError,
-            env=self.run_env(),
+            env=self.run_env() | mlmodel_variables(model),
         )
         try:
             data = json.loads(done.stdout)
@@ -146,7 +147,9 @@ class ProcessEnvironment(Environment):
         args = ["--model", str(model.path), "--host", host, "--port", str(port)]
         if workers:
             args += ["--workers", str(workers)]
-        proc.replace_process(self.runner_argv("serve", *args), env=self.run_env())
+        proc.replace_process(
+            self.runner_argv("serve", *args), env=self.run_env() | mlmodel_variables(model)
+        )
         raise AssertionError("unreachable")  # pragma: no cover
 
     def exec(self, command: list[str]) -> NoReturn:

@@ -158,11 +158,26 @@ def image_platform(text: str | None) -> Platform:
     return target
 
 
-NO_PYTHON_BASE = "debian:bookworm-slim"  # for an environment that brings its own Python
+DEFAULT_BASE_IMAGE = "python:{python}-slim"
+NO_PYTHON_BASE_IMAGE = "debian:bookworm-slim"  # for an environment that brings its own Python
+
+
+def no_python_base_image() -> str:
+    """The base of an image whose environment brings its own Python (a conda prefix):
+    ``debian:bookworm-slim``, or the image ``$ENVBUILD_CONDA_BASE_IMAGE`` names (a mirror)."""
+    return os.environ.get("ENVBUILD_CONDA_BASE_IMAGE") or NO_PYTHON_BASE_IMAGE
 
 
 def default_base_image(minor: str) -> str:
-    return f"python:{minor}-slim"
+    """Docker Hub's ``python:X.Y-slim``, or the mirror ``$ENVBUILD_BASE_IMAGE`` names (a template
+    with ``{python}``: ``registry.example/python:{python}-slim``)."""
+    template = os.environ.get("ENVBUILD_BASE_IMAGE") or DEFAULT_BASE_IMAGE
+    if "{python}" not in template:
+        raise UsageError(
+            f"ENVBUILD_BASE_IMAGE={template!r} has no {{python}} in it",
+            hint="write it as a template, e.g. registry.example/python:{python}-slim",
+        )
+    return template.replace("{python}", minor)
 
 
 def check_lock_is_portable(lk: Lock) -> None:
@@ -377,7 +392,7 @@ def plan_image(
     warnings.extend(w for w in [*choice.warnings, *lk.warnings] if w not in warnings)
     check_lock_is_portable(lk)
     base = options.base_image or (
-        NO_PYTHON_BASE if base_lock is not None else default_base_image(lk.python_minor)
+        no_python_base_image() if base_lock is not None else default_base_image(lk.python_minor)
     )
     if on_progress:
         on_progress("hashing the model's files")

@@ -13,6 +13,7 @@ from pathlib import Path
 from envbuild.envspec import EnvSpec
 from envbuild.errors import LockMismatchError
 from envbuild.lock.pylock import Lock
+from envbuild.redact import redact
 from envbuild.target import parse_python, resolve_platforms
 
 
@@ -75,7 +76,7 @@ def _describe_change(lk: Lock, env: EnvSpec, current: str) -> str:
     parts: list[str] = []
     for key, reqs in (("requirements", env.requirements), ("constraints", env.constraints)):
         before = set(tool.get(key, []))
-        now = {r.text: r for r in reqs}
+        now = {redact(r.text): r for r in reqs}
         label = "" if key == "requirements" else "constraint "
         for text in sorted(set(now) - before):
             parts.append(f"{now[text].origin} adds {label}{text}")

@@ -165,6 +165,10 @@ class CondaBase:
     def lock_file(self) -> tuple[str, str]:
         return CONDA_LOCK_NAME, self.lock.text
 
+    @property
+    def path(self) -> Path | None:
+        return self.lock.path
+
     def install_for(
         self,
         folder: Path,

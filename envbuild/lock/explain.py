@@ -72,6 +72,20 @@ def _mentioned(text: str, env: EnvSpec) -> list[Requirement]:
     return found
 
 
+def _direct_requirement(url: str, env: EnvSpec) -> Requirement | None:
+    """The model's ``name @ URL`` requirement uv failed to fetch, if the failure was one."""
+
+    def bare(text: str) -> str:  # no userinfo, no fragment, no trailing slash
+        return re.sub(r"^([a-z+.-]+://)[^/@]*@", r"\1", text, flags=re.I).split("#")[0].rstrip("/")
+
+    wanted = bare(url)
+    for req in env.requirements:
+        link = req.parsed.url
+        if link and wanted and bare(link) == wanted:
+            return req
+    return None
+
+
 def _host(url: str) -> str:
     parts = urlsplit(url)
     if not parts.hostname:
@@ -137,6 +151,16 @@ def explain_failure(
         url = re.search(r"Failed to fetch:? `?(\S+?)`?(?:\s|$)", everything)
         host = _host(url.group(1) if url else index)
         last = _cut(causes[-1] if causes else head, 160)
+        direct = _direct_requirement(url.group(1) if url else "", env)
+        if direct is not None:
+            return ResolutionError(
+                f"{direct.text}: cannot download {host}{where}: {last}",
+                path=env.model_path / direct.origin.file,
+                line=direct.origin.line,
+                hint="check the URL, the network and proxy; a private host needs its "
+                "credentials (netrc, or in the URL)",
+                log_path=log_path,
+            )
         return ResolutionError(
             f"cannot reach the package index {host}{where}: {last}",
             hint="check the network and proxy (HTTPS_PROXY, SSL_CERT_FILE); without network, "

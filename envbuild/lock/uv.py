@@ -52,6 +52,7 @@ from envbuild.lock.pylock import (
     lock_from_text,
 )
 from envbuild.lock.toml import render
+from envbuild.redact import redact
 from envbuild.target import Platform, Target, python_minor
 
 if sys.version_info >= (3, 11):
@@ -214,7 +215,7 @@ def merge(
     for platform, doc in results:
         for package in doc.get("packages", []):
             key = (
-                canonicalize_name(str(package["name"])),
+                str(canonicalize_name(str(package["name"]))),
                 str(package.get("version", "")),
                 str(package.get("marker", "")),
             )
@@ -222,7 +223,7 @@ def merge(
             merged = groups.get(key)
             if merged is None:
                 merged = {k: v for k, v in package.items() if k not in ("wheels", "marker")}
-                for single in ("sdist", "archive"):
+                for single in ("sdist", "archive", "vcs"):
                     if isinstance(merged.get(single), Mapping):
                         merged[single] = _clean_file(merged[single])
                 merged["wheels"] = {}
@@ -267,9 +268,9 @@ def _document(job: _Job, packages: list[dict[str, Any]]) -> dict[str, Any]:
         tool["base"] = job.target.base.name
         tool.update(job.target.base.record())
     tool.update(job.indexes.record())
-    tool["requirements"] = sorted(r.text for r in env.requirements)
+    tool["requirements"] = sorted(redact(r.text) for r in env.requirements)
     if env.constraints:
-        tool["constraints"] = sorted(r.text for r in env.constraints)
+        tool["constraints"] = sorted(redact(r.text) for r in env.constraints)
     return {
         "lock-version": LOCK_VERSION,
         "environments": [p.marker for p in job.target.platforms],
@@ -355,6 +356,7 @@ def resolve(
                 f"resolving {len(env.requirements)} requirement(s) for {target.describe()}"
                 + (f" as of {as_of}" if as_of else "")
             )
+        results: list[tuple[Platform, Mapping[str, Any]]]
         if not env.requirements:
             results = [(platform, {"packages": []}) for platform in target.platforms]
         elif len(target.platforms) == 1:

@@ -49,6 +49,7 @@ import sys
 import sysconfig
 import time
 import traceback
+from typing import Any
 
 PROBE_VERSION = "1"
 
@@ -65,15 +66,15 @@ _SUFFIXES = sorted(
 )
 
 
-def _norm(path):
+def _norm(path: str) -> str:
     return os.path.normcase(os.path.normpath(os.path.abspath(path)))
 
 
-def _real(path):
+def _real(path: str) -> str:
     return os.path.normcase(os.path.realpath(path))
 
 
-def _under(path, folder):
+def _under(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
@@ -91,11 +92,11 @@ class ImportRecorder:
     is what ``sys.modules`` holds afterwards; the record adds when each module came.
     """
 
-    def __init__(self):
-        self.found = {}  # fullname -> (origin or None, phase)
+    def __init__(self) -> None:
+        self.found: dict[str, tuple[str | None, str]] = {}  # fullname -> (origin, phase)
         self.phase = "load"
 
-    def find_spec(self, fullname, path=None, target=None):
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         for finder in list(sys.meta_path):
             if finder is self:
                 continue
@@ -104,7 +105,7 @@ class ImportRecorder:
                 if find is not None:
                     spec = find(fullname, path, target)
                 else:  # a legacy finder (Python < 3.12): what the import system does for it
-                    loader = finder.find_module(fullname, path)
+                    loader = finder.find_module(fullname, path)  # type: ignore[attr-defined]
                     spec = importlib.util.spec_from_loader(fullname, loader) if loader else None
             except Exception:
                 return None  # let the import system meet (and report) the same failure itself
@@ -116,7 +117,7 @@ class ImportRecorder:
         return None
 
 
-def _module_file(module):
+def _module_file(module: Any) -> str | None:
     """The file a module was loaded from, without triggering lazy modules' ``__getattr__``."""
     try:
         namespace = object.__getattribute__(module, "__dict__")
@@ -139,7 +140,7 @@ def _module_file(module):
 class Stdlib:
     """Is a module part of the running interpreter's standard library?"""
 
-    def __init__(self):
+    def __init__(self) -> None:
         names = getattr(sys, "stdlib_module_names", None)  # Python 3.10+
         self.names = set(names) if names else None
         self.builtins = set(sys.builtin_module_names)
@@ -149,7 +150,7 @@ class Stdlib:
         )
         self.site_dirs = site_dirs()
 
-    def contains(self, name, real):
+    def contains(self, name: str, real: str | None) -> bool:
         """``real``: the module's file, already through ``_real`` (None when it has none)."""
         top = name.split(".")[0]
         if top in self.builtins:
@@ -165,7 +166,7 @@ class Stdlib:
             return False
         return any(_under(real, d) for d in self.dirs) and not in_site
 
-    def contains_name(self, name):
+    def contains_name(self, name: str) -> bool:
         """For a module that was not imported (static scan): find it without importing it."""
         top = name.split(".")[0]
         if self.names is not None or top in self.builtins:
@@ -178,10 +179,11 @@ class Stdlib:
             return False
         if spec.origin in ("built-in", "frozen"):
             return True
-        return self.contains(top, _real(spec.origin) if spec.has_location else None)
+        origin = spec.origin if spec.has_location else None
+        return self.contains(top, _real(origin) if origin else None)
 
 
-def site_dirs():
+def site_dirs() -> list[str]:
     """Folders distributions are installed in (site-packages, user site, sys.path entries)."""
     out = set()
     paths = sysconfig.get_paths()
@@ -205,14 +207,14 @@ def site_dirs():
 # Installed distributions
 
 
-def _record_hash(path_entry):
+def _record_hash(path_entry: str) -> str | None:
     info = getattr(path_entry, "hash", None)
     if info is None or getattr(info, "mode", None) != "sha256":
         return None
     return info.value
 
 
-def _file_hash(path, cache):
+def _file_hash(path: str, cache: dict[str, str | None]) -> str | None:
     if path not in cache:
         try:
             with open(path, "rb") as handle:
@@ -223,7 +225,7 @@ def _file_hash(path, cache):
     return cache[path]
 
 
-def _module_name(relative):
+def _module_name(relative: str) -> str | None:
     """``pkg/sub/__init__.py`` -> ``pkg.sub``; ``mod.cpython-311-x86_64-linux-gnu.so`` ->
     ``mod``; None for anything that is not an importable module file."""
     parts = relative.replace("\\", "/").split("/")
@@ -250,13 +252,15 @@ def _module_name(relative):
 class Installed:
     """Every distribution importlib.metadata sees, and which files and modules each provides."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         from importlib import metadata
 
-        self.dists = []  # index -> dict (JSON-able)
-        self.by_file = {}  # normalized absolute path -> [(index, record hash)]
-        self.by_module = {}  # dotted module name -> set(index)
-        self.by_top = {}  # top-level name -> set(index), from top_level.txt / inference
+        self.dists: list[dict[str, Any]] = []  # index -> dict (JSON-able)
+        # normalized absolute path -> [(index, record hash)]
+        self.by_file: dict[str, list[tuple[int, str | None]]] = {}
+        self.by_module: dict[str, set[int]] = {}  # dotted module name -> set(index)
+        # top-level name -> set(index), from top_level.txt / inference
+        self.by_top: dict[str, set[int]] = {}
         seen = set()
         for dist in metadata.distributions():
             try:
@@ -299,7 +303,7 @@ class Installed:
                 rel = str(entry)
                 if base is not None:
                     full = os.path.normcase(os.path.normpath(os.path.join(base, rel)))
-                    self.by_file.setdefault(full, []).append((index, _record_hash(entry)))
+                    self.by_file.setdefault(full, []).append((index, _record_hash(entry)))  # type: ignore[arg-type]
                 module = _module_name(rel)
                 if module is not None:
                     self.by_module.setdefault(module, set()).add(index)
@@ -309,7 +313,7 @@ class Installed:
                 if line.strip():
                     self.by_top.setdefault(line.strip().replace("/", "."), set()).add(index)
 
-    def owners_of_file(self, file, hashes):
+    def owners_of_file(self, file: str, hashes: dict[str, str | None]) -> list[list[Any]]:
         """[(dist index, hash matches: True/False/None)] of the distributions listing ``file``."""
         candidates = self.by_file.get(_norm(file))
         if candidates is None:
@@ -323,7 +327,7 @@ class Installed:
             out.append([index, match])
         return out
 
-    def owners_of_name(self, dotted):
+    def owners_of_name(self, dotted: str) -> list[int]:
         """Distributions providing module ``dotted`` (longest known prefix), for names whose file
         no RECORD lists, and for static imports (which are never imported here)."""
         parts = dotted.split(".")
@@ -334,14 +338,14 @@ class Installed:
         return sorted(self.by_top.get(parts[0], ()))
 
 
-def _text_or_none(dist, name):
+def _text_or_none(dist: Any, name: str) -> str | None:
     try:
         return dist.read_text(name)
     except Exception:
         return None
 
 
-def _json_or_none(dist, name):
+def _json_or_none(dist: Any, name: str) -> Any:
     text = _text_or_none(dist, name)
     if not text:
         return None
@@ -351,7 +355,7 @@ def _json_or_none(dist, name):
         return None
 
 
-def marker_environment():
+def marker_environment() -> dict[str, str]:
     """PEP 508 marker values of this interpreter (what ``packaging.markers`` would compute)."""
     info = sys.implementation.version
     version = "%d.%d.%d" % (info.major, info.minor, info.micro)
@@ -376,7 +380,7 @@ def marker_environment():
 # Static scan of the model's own code
 
 
-def _catches_import_error(handler):
+def _catches_import_error(handler: ast.ExceptHandler) -> bool:
     names = []
     kind = handler.type
     if kind is None:
@@ -390,22 +394,23 @@ def _catches_import_error(handler):
 
 
 class _ImportVisitor(ast.NodeVisitor):
-    def __init__(self):
-        self.found = []  # (module, line, optional)
+    def __init__(self) -> None:
+        self.found: list[tuple[str, int, bool]] = []  # (module, line, optional)
         self._optional = 0
 
-    def visit_Try(self, node):
+    def visit_Try(self, node: ast.Try) -> None:
         optional = any(_catches_import_error(h) for h in node.handlers)
         self._optional += optional
-        for child in node.body:
-            self.visit(child)
+        for statement in node.body:
+            self.visit(statement)
         self._optional -= optional
-        for child in node.handlers + node.orelse + node.finalbody:
+        children: list[ast.AST] = [*node.handlers, *node.orelse, *node.finalbody]
+        for child in children:
             self.visit(child)
 
-    visit_TryStar = visit_Try
+    visit_TryStar = visit_Try  # type: ignore[assignment, unused-ignore]
 
-    def visit_If(self, node):
+    def visit_If(self, node: ast.If) -> None:
         test = node.test
         type_checking = (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
             isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
@@ -417,16 +422,16 @@ class _ImportVisitor(ast.NodeVisitor):
         for child in node.orelse:
             self.visit(child)
 
-    def visit_Import(self, node):
+    def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             self.found.append((alias.name, node.lineno, bool(self._optional)))
 
-    def visit_ImportFrom(self, node):
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         if node.level == 0 and node.module:
             self.found.append((node.module, node.lineno, bool(self._optional)))
 
 
-def python_files(model_dir, code_dirs):
+def python_files(model_dir: str, code_dirs: list[str]) -> list[str]:
     """The model's own Python files: everything under its code folders, and the ``*.py`` at the
     top of the model folder (models from code). Data and artifact folders are not code."""
     candidates = []
@@ -449,7 +454,7 @@ def python_files(model_dir, code_dirs):
     return out
 
 
-def local_module_names(model_dir, code_dirs):
+def local_module_names(model_dir: str, code_dirs: list[str]) -> set[str]:
     """Top-level names the model's own code provides (its code folders are put on sys.path)."""
     names = set()
     for code in code_dirs:
@@ -471,7 +476,9 @@ def local_module_names(model_dir, code_dirs):
     return names
 
 
-def static_imports(model_dir, code_dirs):
+def static_imports(
+    model_dir: str, code_dirs: list[str]
+) -> tuple[list[tuple[str, str, int, bool]], list[str]]:
     """[(module, relative file, line, optional)] of absolute imports in the model's code, and
     files that could not be parsed."""
     imports = []
@@ -495,33 +502,53 @@ def static_imports(model_dir, code_dirs):
 # The run
 
 
-def _one_line(text):
+def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def _load_runner():
-    key = _PRIVATE_PREFIX + "runtime_runner"
-    module = sys.modules.get(key)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(key, os.path.join(_HERE, "runner.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return module
+class Runtime:
+    """The runner's modules (backends, errors, inputs, output), loaded by path through
+    ``runner.py``'s private package, as ``envbuild predict`` runs them."""
+
+    def __init__(self) -> None:
+        key = _PRIVATE_PREFIX + "runtime_runner"
+        runner = sys.modules.get(key)
+        if runner is None:
+            saved = sys.dont_write_bytecode
+            sys.dont_write_bytecode = True  # nothing is written into the runtime folder
+            try:
+                path = os.path.join(_HERE, "runner.py")
+                spec = importlib.util.spec_from_file_location(key, path)
+                assert spec is not None and spec.loader is not None
+                runner = importlib.util.module_from_spec(spec)
+                sys.modules[key] = runner
+                spec.loader.exec_module(runner)
+            finally:
+                sys.dont_write_bytecode = saved
+        self.backends: Any = runner.runtime_module("backends")
+        self.errors: Any = runner.runtime_module("errors")
+        self.inputs: Any = runner.runtime_module("inputs")
+        self.output: Any = runner.runtime_module("output")
 
 
-def run_model(runner, model_dir, input_path, recorder, timings):
+def run_model(
+    runtime: Runtime,
+    model_dir: str,
+    input_path: str | None,
+    recorder: ImportRecorder,
+    timings: dict[str, float],
+) -> tuple[str, str | None]:
     """Load the model and predict on ``input_path``; returns (backend name, output text)."""
     started = time.monotonic()
-    backend = runner.load_backend(model_dir)
+    backend = runtime.backends.load_backend(model_dir)
     timings["load"] = round(time.monotonic() - started, 3)
-    name = "mlflow" if isinstance(backend, runner.MlflowBackend) else "plain"
+    name = "mlflow" if isinstance(backend, runtime.backends.MlflowBackend) else "plain"
     if input_path is None:
         return name, None
     recorder.phase = "predict"
     started = time.monotonic()
     with open(input_path, "rb") as handle:
-        text = runner._decode(handle.read())
+        text = runtime.inputs.decode_json(handle.read())
     data, params, unwrapped = backend.parse_json(text)
     raw = backend.predict(data, params)
     output = backend.to_json(raw, unwrapped)
@@ -529,7 +556,13 @@ def run_model(runner, model_dir, input_path, recorder, timings):
     return name, output
 
 
-def collect_modules(before, recorder, stdlib, model_dir, installed):
+def collect_modules(
+    before: set[str],
+    recorder: ImportRecorder,
+    stdlib: Stdlib,
+    model_dir: str,
+    installed: Installed,
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Every module imported since ``before``, classified and mapped to distributions."""
     model_real = _real(model_dir)
     phase_of = {name: phase for name, (_, phase) in recorder.found.items()}
@@ -544,8 +577,8 @@ def collect_modules(before, recorder, stdlib, model_dir, installed):
         if isinstance(own, str) and own != name and own in sys.modules:
             continue  # an alias (requests.packages.urllib3 is urllib3): counted under its name
         files[name] = _module_file(module)
-    hashes = {}
-    modules = []
+    hashes: dict[str, str | None] = {}
+    modules: list[dict[str, Any]] = []
     counts = {"stdlib": 0, "model": 0, "runtime": 0, "namespace": 0}
     here = _real(_HERE)
     for name in sorted(files):
@@ -564,7 +597,7 @@ def collect_modules(before, recorder, stdlib, model_dir, installed):
         if file is None:
             counts["namespace"] += 1  # namespace packages, six.moves-style virtual modules
             continue
-        if _under(real, model_real):
+        if real is not None and _under(real, model_real):
             counts["model"] += 1
             modules.append({"name": name, "file": file, "kind": "model", "owners": []})
             continue
@@ -585,11 +618,11 @@ def collect_modules(before, recorder, stdlib, model_dir, installed):
     return modules, counts
 
 
-def probe(args):
-    timings = {}
+def probe(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    timings: dict[str, float] = {}
     started = time.monotonic()
     model_dir = os.path.abspath(args.model)
-    runner = _load_runner()
+    runtime = Runtime()
     stdlib = Stdlib()
     recorder = ImportRecorder()
     sys.meta_path.insert(0, recorder)
@@ -599,13 +632,13 @@ def probe(args):
     output = None
     exit_code = EXIT_OK
     try:
-        backend, output = run_model(runner, model_dir, args.input, recorder, timings)
-    except runner.RunnerError as exc:
-        error = {"kind": "input" if isinstance(exc, runner.BadInput) else "model"}
+        backend, output = run_model(runtime, model_dir, args.input, recorder, timings)
+    except runtime.errors.RunnerError as exc:
+        error = {"kind": "input" if isinstance(exc, runtime.errors.BadInput) else "model"}
         error["message"] = _one_line(exc)
         exit_code = exc.exit_code
     except Exception as exc:  # a model raising something the runner did not wrap
-        error = {"kind": "model", "message": runner.describe_exception(exc)}
+        error = {"kind": "model", "message": runtime.errors.describe_exception(exc)}
         exit_code = EXIT_MODEL
     finally:
         if recorder in sys.meta_path:
@@ -654,7 +687,7 @@ def probe(args):
     }
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="capture_probe.py")
     parser.add_argument("--model", required=True, help="the model folder (holds MLmodel)")
     parser.add_argument("--input", default=None, help="a JSON scoring request to predict on")
@@ -664,19 +697,21 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     # Run by path, this folder is sys.path[0]: take it off, as the runner does.
     if sys.path and os.path.abspath(sys.path[0] or os.curdir) == _HERE:
         del sys.path[0]
     args = build_parser().parse_args(argv)
-    runner = _load_runner()
-    stdout_fd = runner.claim_stdout()
+    runtime = Runtime()
+    stdout_fd = runtime.output.claim_stdout()
     try:
         code, document = probe(args)
     except Exception as exc:
         if os.environ.get("ENVBUILD_DEBUG") == "1":
             traceback.print_exc()
-        sys.stderr.write("error: capture probe failed: %s\n" % runner.describe_exception(exc))
+        sys.stderr.write(
+            "error: capture probe failed: %s\n" % runtime.errors.describe_exception(exc)
+        )
         return EXIT_FAILURE
     with open(stdout_fd, "w", encoding="utf-8", closefd=False) as out:
         json.dump(document, out)

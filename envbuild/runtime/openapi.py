@@ -9,10 +9,14 @@ nested arrays of the tensor's shape; without a signature the bodies are generic 
 from __future__ import annotations
 
 import json
+from typing import Any, Dict
+
+Schema = Dict[str, Any]
+Meta = Dict[str, Any]
 
 OPENAPI_VERSION = "3.0.3"
 
-COLUMN_TYPES = {
+COLUMN_TYPES: dict[Any, Schema] = {
     "double": {"type": "number", "format": "double"},
     "float": {"type": "number", "format": "float"},
     "long": {"type": "integer", "format": "int64"},
@@ -24,7 +28,7 @@ COLUMN_TYPES = {
 }
 
 
-def _decoded(meta, part):
+def _decoded(meta: Meta, part: str) -> list[Any] | None:
     raw = (meta.get("signature") or {}).get(part)
     if isinstance(raw, str):
         try:
@@ -34,7 +38,7 @@ def _decoded(meta, part):
     return raw if isinstance(raw, list) and raw else None
 
 
-def tensor_scalar(dtype):
+def tensor_scalar(dtype: Any) -> Schema:
     """JSON schema of one element of a tensor, from the numpy dtype name MLflow stores
     ("float32", "int64", "uint8", "bool", "str", "bytes", "object")."""
     name = str(dtype or "").lower()
@@ -51,7 +55,7 @@ def tensor_scalar(dtype):
     return {}
 
 
-def tensor_schema(dtype, shape, drop_first=False):
+def tensor_schema(dtype: Any, shape: Any, drop_first: bool = False) -> Schema:
     """Nested arrays for a tensor: -1 dimensions are unbounded, others fix the item count."""
     dims = list(shape or [])
     if drop_first and dims:
@@ -65,7 +69,7 @@ def tensor_schema(dtype, shape, drop_first=False):
     return schema
 
 
-def column_type(spec):
+def column_type(spec: Schema) -> Schema:
     """JSON schema of one column value: scalars, array, object, map and any types of MLflow."""
     kind = spec.get("type")
     if kind in COLUMN_TYPES:
@@ -93,13 +97,13 @@ def column_type(spec):
     return {}
 
 
-def _nullable(schema, required):
+def _nullable(schema: Schema, required: Any) -> Schema:
     if not required and schema:
         schema = dict(schema, nullable=True)
     return schema
 
 
-def _any_of(schemas):
+def _any_of(schemas: list[Schema]) -> Schema:
     unique = []
     for schema in schemas:
         if schema not in unique:
@@ -109,7 +113,7 @@ def _any_of(schemas):
     return unique[0] if len(unique) == 1 else {"anyOf": unique}
 
 
-def _generic_bodies():
+def _generic_bodies() -> dict[str, Any]:
     row = {"type": "array", "items": {}}
     return {
         "DataframeSplit": {
@@ -127,7 +131,7 @@ def _generic_bodies():
     }
 
 
-def _column_bodies(columns):
+def _column_bodies(columns: list[Schema]) -> dict[str, Any]:
     named = [spec for spec in columns if spec.get("name")]
     if not named:
         value = _any_of([column_type(spec) for spec in columns])
@@ -173,7 +177,7 @@ def _column_bodies(columns):
     }
 
 
-def _tensor_bodies(tensors):
+def _tensor_bodies(tensors: list[Schema]) -> dict[str, Any]:
     bodies = _generic_bodies()
     named = [spec for spec in tensors if spec.get("name")]
     if len(tensors) == 1 and not named:
@@ -197,22 +201,23 @@ def _tensor_bodies(tensors):
     return bodies
 
 
-def params_schema(params):
+def params_schema(params: list[Schema] | None) -> Schema:
     """Schema of the optional "params" object from the signature's params list."""
-    schema = {"type": "object", "properties": {}}
+    properties: Schema = {}
+    schema: Schema = {"type": "object", "properties": properties}
     for param in params or []:
-        value = dict(COLUMN_TYPES.get(param.get("type"), {}))
+        value: Schema = dict(COLUMN_TYPES.get(param.get("type"), {}))
         if param.get("shape"):
             value = {"type": "array", "items": value}
         if param.get("default") is not None:
             value["default"] = param["default"]
-        schema["properties"][param.get("name")] = value
+        properties[str(param.get("name"))] = value
     if params:
         schema["additionalProperties"] = False
     return schema
 
 
-def output_schema(outputs):
+def output_schema(outputs: list[Schema] | None) -> Schema:
     if not outputs:
         return {}
     if all(spec.get("type") == "tensor" for spec in outputs):
@@ -228,7 +233,7 @@ def output_schema(outputs):
     return {"type": "array", "items": record if named else {}}
 
 
-def _wrapper(key, description):
+def _wrapper(key: str, description: str) -> Schema:
     """One accepted body shape: exactly this format key (MLflow refuses two), optional params."""
     others = [other for other in _NAMES if other != key]
     return {
@@ -251,14 +256,22 @@ _NAMES = {
 }
 
 
-def _json_response(description, ref):
+def _probe(name: str, summary: str) -> Schema:
+    responses = {"200": {"description": "ready"}, "503": {"description": "loading"}}
+    return {
+        "get": {"summary": summary, "operationId": name, "responses": responses},
+        "head": {"summary": summary, "operationId": name + "_head", "responses": responses},
+    }
+
+
+def _json_response(description: str, ref: str) -> Schema:
     return {
         "description": description,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/" + ref}}},
     }
 
 
-def build_openapi(meta, runner_version="1"):
+def build_openapi(meta: Meta, runner_version: str = "1") -> dict[str, Any]:
     """The OpenAPI 3.0 document for a model described by the MLmodel dict ``meta``."""
     inputs = _decoded(meta, "inputs")
     if inputs and all(spec.get("type") == "tensor" for spec in inputs):
@@ -284,17 +297,20 @@ def build_openapi(meta, runner_version="1"):
     schemas["Error"] = {
         "type": "object",
         "required": ["error_code", "message"],
-        "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}},
-    }
-    schemas["Health"] = {
-        "type": "object",
         "properties": {
-            "status": {"type": "string", "enum": ["ok", "loading", "failed"]},
-            "pid": {"type": "integer"},
-            "error": {"type": "string"},
+            "error_code": {
+                "type": "string",
+                "description": "MLflow's error code: INVALID_PARAMETER_VALUE (the input breaks "
+                "the signature or params schema), BAD_REQUEST (malformed input, or the model "
+                "raised on it), INTERNAL_ERROR, ...",
+            },
+            "message": {"type": "string"},
+            "error_class": {"type": "string"},
+            "sqlstate": {"type": "string"},
+            "stack_trace": {"type": "string", "description": "only with ENVBUILD_DEBUG=1"},
         },
     }
-    schemas["Version"] = {
+    versions: Schema = {
         "type": "object",
         "properties": {
             name: {"type": "string", "nullable": True}
@@ -307,12 +323,21 @@ def build_openapi(meta, runner_version="1"):
             )
         },
     }
+    versions["properties"]["status"] = {"type": "string", "enum": ["ok", "loading", "failed"]}
+    versions["properties"]["pid"] = {"type": "integer"}
+    versions["properties"]["error"] = {"type": "string", "description": "why loading failed"}
+    schemas["Metadata"] = versions
     uuid = meta.get("model_uuid")
     errors = {
-        "400": _json_response("the input is malformed or does not match the signature", "Error"),
+        "400": _json_response(
+            "the input is malformed, does not match the signature, or the model raised on it",
+            "Error",
+        ),
         "413": _json_response("the body exceeds ENVBUILD_MAX_BODY_BYTES", "Error"),
-        "415": _json_response("unsupported Content-Type", "Error"),
-        "500": _json_response("the model raised an exception", "Error"),
+        "415": _json_response(
+            "unsupported or missing Content-Type (Parquet needs pandas and pyarrow)", "Error"
+        ),
+        "500": _json_response("the predictions could not be written as JSON", "Error"),
         "503": _json_response("the model is still loading", "Error"),
     }
     return {
@@ -337,6 +362,13 @@ def build_openapi(meta, runner_version="1"):
                             "text/csv": {
                                 "schema": {"type": "string", "description": "CSV with a header row"}
                             },
+                            "application/vnd.apache.parquet": {
+                                "schema": {
+                                    "type": "string",
+                                    "format": "binary",
+                                    "description": "a pandas DataFrame written by to_parquet()",
+                                }
+                            },
                         },
                     },
                     "responses": dict(
@@ -344,31 +376,34 @@ def build_openapi(meta, runner_version="1"):
                     ),
                 }
             },
-            "/ping": {
-                "get": {
-                    "summary": "200 once the model is loaded, 503 before",
-                    "operationId": "ping",
-                    "responses": {
-                        "200": {"description": "ready"},
-                        "503": {"description": "loading"},
-                    },
-                }
-            },
-            "/health": {
-                "get": {
-                    "summary": "Model status as JSON",
-                    "operationId": "health",
-                    "responses": {
-                        "200": _json_response("ready", "Health"),
-                        "503": _json_response("not ready", "Health"),
-                    },
-                }
-            },
+            "/ping": _probe("ping", "200 once the model is loaded, 503 before"),
+            "/health": _probe("health", "the same as /ping"),
             "/version": {
                 "get": {
-                    "summary": "Model and runtime versions",
+                    "summary": "The MLflow version serving the model, as a bare string "
+                    "(what `mlflow models serve` answers)",
                     "operationId": "version",
-                    "responses": {"200": _json_response("versions", "Version")},
+                    "responses": {
+                        "200": {
+                            "description": "e.g. 3.17.2 (without MLflow in the environment: "
+                            "the version the model was saved with)",
+                            "content": {"application/json": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/metadata": {
+                "get": {
+                    "summary": "The model's status, model and runtime versions as JSON",
+                    "operationId": "metadata",
+                    "responses": {"200": _json_response("versions", "Metadata")},
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "operationId": "openapi",
+                    "responses": {"200": {"description": "the OpenAPI 3.0 document"}},
                 }
             },
         },

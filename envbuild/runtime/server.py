@@ -1,436 +1,325 @@
-"""HTTP scoring server for the runtime: the transport only, model logic stays in runner.py.
+"""HTTP scoring server for the runtime: workers, scoring threads, shutdown; the HTTP/1.1 protocol
+itself is ``connection.py``, model logic the app object's.
 
-Standard library only (``http.server``), because it runs inside the model's environment, which
-has no web framework of ours. One process serves with threads; with ``workers > 1`` the parent binds
-the socket and forks that many worker processes that accept on it (pre-fork), and restarts a worker
-that dies. Each worker loads the model in a background thread, so ``/ping`` can answer 503 until the
-model is ready. SIGTERM (or SIGINT) stops accepting, lets requests in flight finish, and exits 0.
+Standard library only, because it runs inside the model's environment, which has no web framework
+of ours.
 
-The ``app`` object passed to :func:`serve` provides ``load()``, ``invoke(body, kind)``,
-``version_info()`` and ``openapi()``; its errors carry ``http_status``/``error_code`` attributes.
+Routes (as ``mlflow models serve``, see ``openapi.py``): ``GET /ping`` and ``/health`` (also
+``HEAD``), ``GET /version`` (MLflow's bare version string), ``GET /metadata`` (the model's
+status, model and runtime versions as JSON), ``GET /openapi.json``, ``POST /invocations``.
+
+Processes: with one worker, the process serves while the model loads in a background thread, and
+``/ping`` answers 503 until it is ready. With ``workers > 1`` the parent binds the socket and forks
+that many workers (pre-fork), each of which loads the model *before* it accepts a connection (as
+MLflow's uvicorn workers do): a request can never reach a worker that is still loading, so a 200
+on ``/ping`` means every connection is served. The parent restarts a worker that dies.
+
+SIGTERM (or SIGINT) stops accepting, closes idle keep-alive connections at once, gives requests
+whose head or body is still arriving a short grace (``BODY_GRACE_SECONDS``), lets requests being
+scored finish (``GRACE_SECONDS`` at most), and exits 0.
+
+The ``app`` passed to :func:`serve` provides ``load()``, ``invoke(body, kind)``,
+``parquet_problem()``, ``version``, ``metadata()`` and ``openapi()``; its errors carry
+``http_status`` and ``payload(debug)`` (``errors.RunnerError``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import queue
+import selectors
 import signal
 import socket
 import sys
 import threading
 import time
 import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
-EXIT_OK = 0
-EXIT_MODEL = 5
+from .connection import IDLE, RECEIVING, Connection, log
+from .errors import EXIT_MODEL, EXIT_OK, UsageError, describe_exception
+
 GRACE_SECONDS = 30.0
-IDLE_TIMEOUT_SECONDS = 120
-DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
-CONTENT_KINDS = {"application/json": "json", "text/csv": "csv"}
+BODY_GRACE_SECONDS = 3.0
+IDLE_TIMEOUT_SECONDS = 120.0
+RESTART_BACKOFF_SECONDS = 1.0
 
 
-def _log(message):
-    try:
-        sys.stderr.write("%s\n" % message)
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
-
-
-def _debug():
+def _debug() -> bool:
     return os.environ.get("ENVBUILD_DEBUG") == "1"
 
 
-class _BodyError(Exception):
-    def __init__(self, status, error_code, message):
-        Exception.__init__(self, message)
-        self.status = status
-        self.error_code = error_code
+def scoring_threads() -> int:
+    """``ENVBUILD_THREADS`` (scoring threads per worker), checked by the runner's CLI."""
+    try:
+        return max(1, int(os.environ.get("ENVBUILD_THREADS") or 1))
+    except ValueError:
+        return 1
 
 
-class WorkerState:
-    """Model readiness and requests in flight, shared by a worker's threads."""
+class Job:
+    """One request body to score, handed from its connection's thread to a scoring thread."""
 
-    def __init__(self, app):
+    __slots__ = ("body", "done", "error", "kind", "result")
+
+    def __init__(self, body: bytes, kind: str) -> None:
+        self.body = body
+        self.kind = kind
+        self.done = threading.Event()
+        self.result = b""
+        self.error: BaseException | None = None
+
+
+class Worker:
+    """One process's model, connections, scoring threads and shutdown.
+
+    Connections have a thread each (reading and writing), but scoring goes through a FIFO queue
+    served by ``ENVBUILD_THREADS`` threads (default 1): requests are scored in arrival order, so
+    32 keep-alive clients do not make 32 threads fight for the GIL in a random order, which
+    costs throughput and makes the slowest answers several times slower than the median.
+    """
+
+    def __init__(self, app: Any, max_body: int) -> None:
         self.app = app
+        self.max_body = max_body
         self.ready = threading.Event()
-        self.load_error = None
+        self.load_error: str | None = None
+        self.stopping = threading.Event()
+        self.access_log = os.environ.get("ENVBUILD_ACCESS_LOG", "1") != "0"
+        self.debug = _debug()
+        self.pid = os.getpid()
         self._cond = threading.Condition()
-        self._inflight = 0
+        self._connections: dict[Connection, str] = {}
+        self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self._scorers = scoring_threads()
+        self._started = False
+        self._start_lock = threading.Lock()
 
-    def begin(self):
-        with self._cond:
-            self._inflight += 1
+    # ---- scoring
+    def score(self, body: bytes, kind: str) -> bytes:
+        """``app.invoke(body, kind)`` on a scoring thread, in arrival order."""
+        if not self._started:
+            with self._start_lock:
+                if not self._started:
+                    for number in range(self._scorers):
+                        thread = threading.Thread(
+                            target=self._score_jobs, name="score-%d" % number, daemon=True
+                        )
+                        thread.start()
+                    self._started = True
+        job = Job(body, kind)
+        self._jobs.put(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result
 
-    def end(self):
+    def _score_jobs(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                job.result = self.app.invoke(job.body, job.kind)
+            except BaseException as exc:
+                job.error = exc
+            finally:
+                job.done.set()
+
+    # ---- connections
+    def add(self, conn: Connection) -> bool:
         with self._cond:
-            self._inflight -= 1
+            if self.stopping.is_set():
+                return False
+            self._connections[conn] = IDLE
+            return True
+
+    def set_phase(self, conn: Connection, phase: str) -> None:
+        with self._cond:
+            if conn in self._connections:
+                self._connections[conn] = phase
+                self._cond.notify_all()
+
+    def remove(self, conn: Connection) -> None:
+        with self._cond:
+            self._connections.pop(conn, None)
             self._cond.notify_all()
 
-    def wait_idle(self, timeout):
-        deadline = time.monotonic() + timeout
+    def drain(self) -> bool:
+        """Close idle connections now, receiving ones after a grace, wait for busy ones.
+
+        Returns False if requests were still being scored after ``GRACE_SECONDS``.
+        """
+        self.stopping.set()
+        started = time.monotonic()
+        body_deadline = started + BODY_GRACE_SECONDS
+        busy_deadline = started + GRACE_SECONDS
         with self._cond:
-            while self._inflight > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
+            while self._connections:
+                now = time.monotonic()
+                for conn, phase in list(self._connections.items()):
+                    if phase == IDLE or (phase == RECEIVING and now >= body_deadline):
+                        conn.abort()
+                if now >= busy_deadline:
                     return False
-                self._cond.wait(left)
+                receiving = any(p == RECEIVING for p in self._connections.values())
+                until = body_deadline if receiving and now < body_deadline else busy_deadline
+                self._cond.wait(max(0.01, until - now))
         return True
 
-    def status(self):
+    def status(self) -> str:
         if self.ready.is_set():
             return "ok"
         return "failed" if self.load_error else "loading"
 
 
-def content_kind(header):
-    """Map a Content-Type header to "json"/"csv", or return (None, reason) for a 415.
+class Acceptor:
+    """Accepts connections on a (possibly shared) listening socket and starts their threads."""
 
-    As MLflow's server: parameters other than ``charset`` are refused, and so is any charset but
-    UTF-8.
-    """
-    if not header:
-        return None, "missing Content-Type; use application/json or text/csv"
-    parts = [part.strip() for part in header.split(";")]
-    mime = parts[0].lower()
-    params = {}
-    for part in parts[1:]:
-        if part:
-            key, _, value = part.partition("=")
-            params[key.strip().lower()] = value.strip().strip('"')
-    if params.get("charset", "utf-8").lower() != "utf-8":
-        return None, "The scoring server only supports UTF-8"
-    unknown = sorted(set(params) - {"charset"})
-    if unknown:
-        return None, "Unrecognized content type parameters: %s" % ", ".join(unknown)
-    kind = CONTENT_KINDS.get(mime)
-    if kind is None:
-        return None, (
-            "This predictor only supports the following content types: "
-            "application/json, text/csv. Got '%s'." % header
-        )
-    return kind, None
+    def __init__(self, sock: socket.socket, worker: Worker) -> None:
+        self.sock = sock
+        self.worker = worker
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread: threading.Thread | None = None
 
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="accept", daemon=True)
+            self._thread.start()
 
-class Handler(BaseHTTPRequestHandler):
-    """Routes: GET /ping /health /version /openapi.json, POST /invocations."""
+    def stop(self) -> None:
+        os.write(self._wake_w, b"x")
+        if self._thread is not None:
+            self._thread.join()
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
 
-    protocol_version = "HTTP/1.1"
-    server_version = "envbuild-runtime"
-    timeout = IDLE_TIMEOUT_SECONDS
-    state = None
-    max_body = 0
-    access_log = True
-
-    # ---- plumbing
-    def log_message(self, format, *args):
-        if self.access_log:
-            _log("%s [%d] %s" % (self.address_string(), os.getpid(), format % args))
-
-    def _send(self, status, body, content_type="application/json", close=False, headers=None):
-        if isinstance(body, str):
-            body = body.encode("utf-8")
+    def _loop(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self.sock, selectors.EVENT_READ)
+        selector.register(self._wake_r, selectors.EVENT_READ)
         try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            if close:
-                self.send_header("Connection", "close")
-                self.close_connection = True
-            self.end_headers()
-            self.wfile.write(body)
-            self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+            while True:
+                for key, _ in selector.select():
+                    if key.fileobj == self._wake_r:
+                        return
+                    self._accept()
+        finally:
+            selector.close()
 
-    def _json(self, status, obj, **kwargs):
-        self._send(status, json.dumps(obj), **kwargs)
-
-    def _error(self, status, error_code, message, **kwargs):
-        self._json(status, {"error_code": error_code, "message": message}, **kwargs)
-
-    def _declared_length(self):
-        value = self.headers.get("Content-Length")
-        if value is None:
-            return None
+    def _accept(self) -> None:
         try:
-            length = int(value)
-        except ValueError:
-            raise _BodyError(400, "BAD_REQUEST", "invalid Content-Length %r" % value) from None
-        if length < 0:
-            raise _BodyError(400, "BAD_REQUEST", "invalid Content-Length %r" % value)
-        return length
-
-    def _too_large(self, length):
-        shown = "%d bytes" % length if length is not None else "the body"
-        return _BodyError(
-            413,
-            "REQUEST_LIMIT_EXCEEDED",
-            "%s exceeds the limit of %d bytes (ENVBUILD_MAX_BODY_BYTES)" % (shown, self.max_body),
-        )
-
-    def handle_expect_100(self):
-        # Refuse an oversized upload before the client sends it.
-        try:
-            length = self._declared_length()
-        except _BodyError:
-            length = None
-        if length is not None and length > self.max_body:
-            err = self._too_large(length)
-            self._error(err.status, err.error_code, str(err), close=True)
-            return False
-        return BaseHTTPRequestHandler.handle_expect_100(self)
-
-    def _read_exact(self, length):
-        data = self.rfile.read(length)
-        if len(data) != length:
-            raise _BodyError(400, "BAD_REQUEST", "request body shorter than Content-Length")
-        return data
-
-    def _read_chunked(self):
-        parts = []
-        total = 0
-        while True:
-            line = self.rfile.readline(65537)
-            if not line:
-                raise _BodyError(400, "BAD_REQUEST", "incomplete chunked request body")
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise _BodyError(400, "BAD_REQUEST", "malformed chunked request body") from None
-            if size == 0:
-                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                    pass
-                return b"".join(parts)
-            total += size
-            if total > self.max_body:
-                raise self._too_large(None)
-            parts.append(self._read_exact(size))
-            self.rfile.readline(3)
-
-    def _read_body(self):
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._read_chunked()
-        length = self._declared_length()
-        if length is None:
-            raise _BodyError(411, "BAD_REQUEST", "Content-Length required")
-        if length > self.max_body:
-            self._unread = length
-            raise self._too_large(length)
-        return self._read_exact(length)
-
-    def _drain(self, remaining):
-        """Read an unread body away so the client sees our 413 rather than a connection reset."""
-        try:
-            self.connection.settimeout(2.0)
-            remaining = min(remaining, DRAIN_LIMIT_BYTES)
-            while remaining > 0:
-                chunk = self.rfile.read(min(remaining, 1 << 16))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-        except OSError:
-            pass
-
-    # ---- routes
-    def do_GET(self):
-        path = self.path.split("?", 1)[0]
-        state = self.state
-        if path == "/ping":
-            self._send(200 if state.ready.is_set() else 503, "\n")
-        elif path == "/health":
-            body = {"status": state.status(), "pid": os.getpid()}
-            if state.load_error:
-                body["error"] = state.load_error
-            self._json(200 if state.ready.is_set() else 503, body)
-        elif path == "/version":
-            self._json(200, state.app.version_info())
-        elif path == "/openapi.json":
-            try:
-                self._json(200, state.app.openapi())
-            except Exception as exc:
-                self._error(
-                    500,
-                    "INTERNAL_ERROR",
-                    "cannot build the OpenAPI document: %s: %s" % (type(exc).__name__, exc),
-                )
-        elif path == "/invocations":
-            self._error(
-                405, "METHOD_NOT_ALLOWED", "use POST /invocations", headers={"Allow": "POST"}
-            )
-        else:
-            self._error(404, "ENDPOINT_NOT_FOUND", "no endpoint %s" % path)
-
-    def do_POST(self):
-        path = self.path.split("?", 1)[0]
-        if path in ("/ping", "/health", "/version", "/openapi.json"):
-            self._error(
-                405, "METHOD_NOT_ALLOWED", "use GET %s" % path, headers={"Allow": "GET"}, close=True
-            )
-        elif path != "/invocations":
-            self._error(404, "ENDPOINT_NOT_FOUND", "no endpoint %s" % path, close=True)
-        else:
-            self.state.begin()
-            try:
-                self._invocations()
-            finally:
-                self.state.end()
-
-    def _invocations(self):
-        state = self.state
-        self._unread = 0
-        try:
-            body = self._read_body()
-        except _BodyError as err:
-            self._error(err.status, err.error_code, str(err), close=True)
-            if self._unread:
-                self._drain(self._unread)
+            conn, address = self.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # another worker took it
+        except OSError as exc:
+            log("error: accept failed: %s" % exc)
+            time.sleep(0.05)  # out of file descriptors: do not spin
             return
-        if not state.ready.is_set():
-            self._error(
-                503,
-                "TEMPORARILY_UNAVAILABLE",
-                "the model is not loaded yet",
-                headers={"Retry-After": "1"},
-            )
-            return
-        kind, reason = content_kind(self.headers.get("Content-Type"))
-        if kind is None:
-            self._error(415, "UNSUPPORTED_MEDIA_TYPE", reason)
-            return
-        try:
-            response = state.app.invoke(body, kind)
-        except Exception as exc:
-            status = getattr(exc, "http_status", None)
-            if status is None:
-                status, code = 500, "INTERNAL_ERROR"
-                message = "%s: %s" % (type(exc).__name__, exc)
-            else:
-                code, message = exc.error_code, str(exc)
-            if status >= 500:
-                _log("error: %s" % message)
-                if _debug():
-                    traceback.print_exc()
-            self._error(status, code, message)
-            return
-        self._send(200, response)
-
-
-class WorkerServer(ThreadingHTTPServer):
-    """A threaded HTTP server on a socket bound elsewhere (so pre-forked workers can share it)."""
-
-    daemon_threads = True
-
-    def __init__(self, sock, handler):
-        self.address_family = sock.family
-        host, port = sock.getsockname()[:2]
-        ThreadingHTTPServer.__init__(self, (host, port), handler, bind_and_activate=False)
-        self.socket.close()
-        self.socket = sock
-        self.server_name = host
-        self.server_port = port
-
-    def get_request(self):
-        # The shared socket is non-blocking (so a worker that loses the accept race returns to its
-        # loop); connections themselves are served blocking.
-        conn, addr = self.socket.accept()
         conn.setblocking(True)
-        return conn, addr
+        conn.settimeout(IDLE_TIMEOUT_SECONDS)
+        with contextlib.suppress(OSError):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection = Connection(conn, address, self.worker)
+        if not self.worker.add(connection):
+            conn.close()
+            return
+        threading.Thread(target=connection.run, name="conn", daemon=True).start()
 
-    def handle_error(self, request, client_address):
-        if _debug():
-            ThreadingHTTPServer.handle_error(self, request, client_address)
-        else:
-            _log("error: request from %s failed: %s" % (client_address[0], sys.exc_info()[1]))
 
+def bind(host: str, port: int) -> socket.socket:
+    """Bind and listen (non-blocking, so that a worker losing the accept race carries on).
 
-def bind(host, port):
-    """Bind and listen; the socket is non-blocking for the reason given in get_request."""
-    infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
-    family, _, _, _, address = infos[0]
-    sock = socket.create_server(address[:2], family=family, backlog=128)
+    A port in use or a host that does not resolve is a usage error naming host:port (exit 2).
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+        family, _, _, _, address = infos[0]
+        sock = socket.create_server(address[:2], family=family, backlog=128)
+    except OSError as exc:
+        if isinstance(exc, socket.gaierror) or not exc.errno:
+            reason = exc.strerror or str(exc)
+        else:  # create_server appends the address to strerror; it is in the message already
+            reason = os.strerror(exc.errno)
+        reason = reason.lower()
+        raise UsageError("cannot listen on %s:%s: %s" % (host, port, reason)) from None
     sock.setblocking(False)
     return sock
 
 
-def _url(host, port):
+def _url(host: str, port: int) -> str:
     return "http://%s:%d" % ("[%s]" % host if ":" in host else host, port)
 
 
-def _load(state, stop):
+def _load(worker: Worker, changed: threading.Event) -> None:
     try:
-        state.app.load()
+        worker.app.load()
     except Exception as exc:
-        state.load_error = (
-            str(exc) if getattr(exc, "exit_code", None) else "%s: %s" % (type(exc).__name__, exc)
-        )
-        _log("error: %s" % state.load_error)
-        if _debug():
+        worker.load_error = str(exc) if getattr(exc, "exit_code", None) else describe_exception(exc)
+        log("error: %s" % worker.load_error)
+        if worker.debug:
             traceback.print_exc()
-        stop.set()
-        return
-    state.ready.set()
-    _log("model loaded (pid %d)" % os.getpid())
+    else:
+        worker.ready.set()
+        log("model loaded (pid %d)" % os.getpid())
+    changed.set()
 
 
-def run_worker(sock, app, max_body, parent_pid=None):
-    """Serve until SIGTERM/SIGINT (or the parent's death); return the exit code.
+def run_worker(
+    sock: socket.socket,
+    app: Any,
+    max_body: int,
+    parent_pid: int | None = None,
+    accept_while_loading: bool = True,
+) -> tuple[int, bool]:
+    """Serve until SIGTERM/SIGINT (or the parent's death); (exit code, model still loading).
 
-    Returns 5 when the model failed to load, else 0 once requests in flight have finished (or
-    GRACE_SECONDS passed).
+    The exit code is 5 when the model failed to load, else 0 once requests in flight have
+    finished (or GRACE_SECONDS passed).
     """
+    changed = threading.Event()
     stop = threading.Event()
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int, frame: Any) -> None:
         if stop.is_set() and signum == signal.SIGINT:
             _hard_exit(130)  # a second Ctrl-C does not wait for requests in flight
         stop.set()
+        changed.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
-    state = WorkerState(app)
-    handler = type(
-        "BoundHandler",
-        (Handler,),
-        {
-            "state": state,
-            "max_body": max_body,
-            "access_log": os.environ.get("ENVBUILD_ACCESS_LOG", "1") != "0",
-        },
-    )
-    httpd = WorkerServer(sock, handler)
-    serving = threading.Thread(
-        target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True
-    )
-    loader = threading.Thread(target=_load, args=(state, stop), name="model-loader", daemon=True)
-    serving.start()
+    worker = Worker(app, max_body)
+    acceptor = Acceptor(sock, worker)
+    loader = threading.Thread(target=_load, args=(worker, changed), name="load", daemon=True)
+    if accept_while_loading:
+        acceptor.start()
     loader.start()
-    while not stop.wait(0.5):
+    while not stop.is_set():
+        changed.wait(1.0 if parent_pid is not None else None)
+        changed.clear()
+        if worker.load_error:
+            break
+        if worker.ready.is_set():
+            acceptor.start()
         if parent_pid is not None and os.getppid() != parent_pid:
-            _log("worker %d: parent process is gone; stopping" % os.getpid())
+            log("worker %d: parent process is gone; stopping" % os.getpid())
             break
     # Stopping: a repeated SIGTERM must not kill the process half-way (interpreter shutdown
     # restores default handlers, ignored signals stay ignored).
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    httpd.shutdown()
-    if not state.wait_idle(GRACE_SECONDS):
-        _log(
+    acceptor.stop()
+    if not worker.drain():
+        log(
             "worker %d: requests still running after %.0fs; stopping anyway"
             % (os.getpid(), GRACE_SECONDS)
         )
-    httpd.server_close()
-    code = EXIT_MODEL if state.load_error else EXIT_OK
+    code = EXIT_MODEL if worker.load_error else EXIT_OK
     return code, loader.is_alive()
 
 
-def _exit_code(status):
+def _exit_code(status: int) -> int:
     if os.WIFEXITED(status):
         return os.WEXITSTATUS(status)
     if os.WIFSIGNALED(status):
@@ -438,7 +327,7 @@ def _exit_code(status):
     return 1
 
 
-def _hard_exit(code):
+def _hard_exit(code: int) -> None:
     """End a process without running interpreter shutdown (forked children, or a load in flight)."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
@@ -446,23 +335,24 @@ def _hard_exit(code):
     os._exit(code)
 
 
-def supervise(sock, app, max_body, workers):
+def supervise(sock: socket.socket, app: Any, max_body: int, workers: int) -> int:
     """Pre-fork: run ``workers`` processes on ``sock``, restart those that die, stop them on
     SIGTERM/SIGINT. Returns 0, or 5 if a worker could not load the model."""
     parent = os.getpid()
-    children = {}
-    state = {"stopping": False, "code": EXIT_OK}
+    children: dict[int, float] = {}
+    stopping: set[str] = set()
+    result = [EXIT_OK]
     signals = {signal.SIGTERM, signal.SIGINT}
 
-    def stop_all(signum=None, frame=None):
+    def stop_all(signum: Any = None, frame: Any = None) -> None:
         if os.getpid() != parent:
             return
-        state["stopping"] = True
+        stopping.add("yes")
         for pid in list(children):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGTERM)
 
-    def spawn():
+    def spawn() -> None:
         # Signals are blocked across fork so that neither process handles one half-set-up.
         signal.pthread_sigmask(signal.SIG_BLOCK, signals)
         try:
@@ -470,13 +360,15 @@ def supervise(sock, app, max_body, workers):
             if pid == 0:
                 code = 1
                 try:
-                    code = run_worker(sock, app, max_body, parent_pid=parent)[0]
+                    code = run_worker(
+                        sock, app, max_body, parent_pid=parent, accept_while_loading=False
+                    )[0]
                 except BaseException:
                     traceback.print_exc()
                 finally:
                     _hard_exit(code)
             children[pid] = time.monotonic()
-            _log("worker %d started" % pid)
+            log("worker %d started" % pid)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
 
@@ -493,33 +385,29 @@ def supervise(sock, app, max_body, workers):
         if started is None:
             continue
         code = _exit_code(status)
-        if state["stopping"]:
+        if stopping:
             continue
         if code == EXIT_MODEL:
-            _log("worker %d could not load the model; stopping" % pid)
-            state["code"] = EXIT_MODEL
+            log("worker %d could not load the model; stopping" % pid)
+            result[0] = EXIT_MODEL
             stop_all()
             continue
-        _log("worker %d exited with %s; starting another" % (pid, code))
-        if time.monotonic() - started < 1.0:
-            time.sleep(1.0)
-        if not state["stopping"]:
+        log("worker %d exited with %s; starting another" % (pid, code))
+        if time.monotonic() - started < RESTART_BACKOFF_SECONDS:
+            time.sleep(RESTART_BACKOFF_SECONDS)  # a worker dying at once must not spin
+        if not stopping:
             spawn()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock.close()
-    return state["code"]
+    return result[0]
 
 
-def serve(app, host, port, workers=1, max_body=100 * 1024 * 1024):
+def serve(app: Any, host: str, port: int, workers: int = 1, max_body: int = 100 << 20) -> int:
     """Bind, announce ``listening on http://HOST:PORT`` on stderr, and serve until stopped."""
-    try:
-        sock = bind(host, port)
-    except OSError as exc:
-        _log("error: cannot listen on %s:%s: %s" % (host, port, exc))
-        return 1
-    _log("listening on %s" % _url(host, sock.getsockname()[1]))
+    sock = bind(host, port)
+    log("listening on %s" % _url(host, sock.getsockname()[1]))
     if workers > 1 and not hasattr(os, "fork"):
-        _log("warning: this platform cannot fork; serving with one worker")
+        log("warning: this platform cannot fork; serving with one worker")
         workers = 1
     if workers > 1:
         return supervise(sock, app, max_body, workers)

@@ -12,7 +12,7 @@ ruff's F811 does not fire on the test functions' parameters)::
     from tests.integration import docker_images
 
     docker_engine = docker_images.docker_engine            # -> docker.DockerClient
-    python_slim_images = docker_images.python_slim_images  # -> {"3.11": "python:3.11-slim", ...}
+    python_slim_images = docker_images.python_slim_images  # -> {"3.11": "envbuild-test/python:3.11-slim", ...}
 
 or call the functions directly. Failure policy (``require_docker``): with ``CI`` set a missing
 engine or image fails the test, elsewhere it skips with the reason, so CI cannot go green by
@@ -42,6 +42,9 @@ REPO = Path(__file__).resolve().parents[2]
 DOCKER_ENGINE_SCRIPT = REPO / "scripts" / "docker-engine"
 BASE_IMAGES_SCRIPT = REPO / "scripts" / "base-images"
 STANDIN_LABEL = "envbuild.test-standin"
+# the stand-ins' test-only names (scripts/base-images), given to envbuild as ENVBUILD_BASE_IMAGE:
+# an engine that also holds Docker Hub's python:X.Y-slim, or another project's, is not confused
+BASE_IMAGE = "envbuild-test/python:{python}-slim"
 DEFAULT_PYTHON_MINORS = ("3.11", "3.10")
 # Where add_host_ca puts the bundle inside images, and the variables that name it.
 CA_IN_IMAGE = "/etc/ssl/certs/envbuild-host-ca.pem"
@@ -117,7 +120,7 @@ def base_image_tag(python_minor: str) -> str:
     """The tag of the stand-in for Docker Hub's slim image of ``python_minor`` ("3.11")."""
     if not re.fullmatch(r"\d+\.\d+", python_minor):
         raise ValueError(f"expected a Python minor version like '3.11', got {python_minor!r}")
-    return f"python:{python_minor}-slim"
+    return BASE_IMAGE.format(python=python_minor)
 
 
 def _image_exists(tag: str) -> bool:
@@ -188,9 +191,12 @@ def docker_engine() -> docker.DockerClient:
 
 @pytest.fixture(scope="session")
 def debian_slim_image(docker_engine: docker.DockerClient) -> str:
-    """Session fixture: the tag of the stand-in for debian:bookworm-slim (see ensure_debian_slim)."""
+    """Session fixture: the tag of the stand-in for debian:bookworm-slim (see ensure_debian_slim),
+    with envbuild pointed at it (``ENVBUILD_CONDA_BASE_IMAGE``) for the rest of the session."""
     try:
-        return ensure_debian_slim()
+        tag = ensure_debian_slim()
+        os.environ["ENVBUILD_CONDA_BASE_IMAGE"] = tag
+        return tag
     except DockerUnavailableError as exc:
         if os.environ.get("CI"):
             pytest.fail(f"Docker test infrastructure unavailable on CI: {exc}", pytrace=False)
@@ -199,8 +205,12 @@ def debian_slim_image(docker_engine: docker.DockerClient) -> str:
 
 @pytest.fixture(scope="session")
 def python_slim_images(docker_engine: docker.DockerClient) -> dict[str, str]:
-    """Session fixture: {X.Y: tag} of the stand-ins for DEFAULT_PYTHON_MINORS (3.11, 3.10)."""
-    return require_docker(DEFAULT_PYTHON_MINORS)
+    """Session fixture: {X.Y: tag} of the stand-ins for DEFAULT_PYTHON_MINORS (3.11, 3.10), and
+    envbuild pointed at them (``ENVBUILD_BASE_IMAGE``) for the rest of the session, so that it
+    never uses whatever image is tagged python:X.Y-slim on this engine."""
+    images = require_docker(DEFAULT_PYTHON_MINORS)
+    os.environ["ENVBUILD_BASE_IMAGE"] = BASE_IMAGE
+    return images
 
 
 # --------------------------------------------------------------------------- build and run
@@ -316,6 +326,6 @@ def remove_image(ref: str) -> None:
         image = client().images.get(ref)
     except docker.errors.ImageNotFound:
         return
-    if (image.labels or {}).get(STANDIN_LABEL) == "1" and ref.startswith("python:"):
+    if (image.labels or {}).get(STANDIN_LABEL) == "1" and ref.startswith("envbuild-test/python:"):
         raise ValueError(f"refusing to remove the stand-in base image {ref}")
     client().images.remove(ref, force=True, noprune=False)

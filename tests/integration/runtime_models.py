@@ -1,9 +1,13 @@
 """Real MLflow models and process helpers for the runtime tests (tests/integration/test_runtime*.py).
 
-Models are built once per test session (memoized here, because several test modules use them)
-under pytest's session temp folder. The runner is always run as a subprocess, by path, with a
-chosen interpreter: the dev venv's Python plays the model environment with mlflow, a throwaway
-Python 3.8 venv the one without.
+The models are session fixtures (``runtime_*`` in tests/integration/conftest.py) built by the
+functions here under pytest's session temp folder. The runner is always run as a subprocess, by
+path, with a chosen interpreter: the dev venv's Python plays the model environment with MLflow,
+throwaway venvs of Python 3.8 (found by envbuild's discovery, ``tests/interpreters.py``) the ones
+without, and a Python 3.10 venv the one with MLflow 2.
+
+Servers are watched through their log (``ServerLog``): tests wait for the line that says what
+they need ("listening on", "model loaded", a gate reached), never for a fixed time.
 """
 
 from __future__ import annotations
@@ -26,23 +30,14 @@ REPO = Path(__file__).resolve().parents[2]
 RUNTIME_DIR = REPO / "envbuild" / "runtime"
 RUNNER = RUNTIME_DIR / "runner.py"
 DEV_PYTHON = Path(sys.executable)
-PYTHON38 = Path("/root/.pyenv/versions/3.8.18/bin/python")
-UV = Path(sys.executable).parent / "uv"
 
 # Subprocesses may write bytecode, but only here (gitignored), never into the source tree or a venv:
 # an mlflow import with .pyc files takes half the time (see shared/MACHINE.md).
 BYTECODE_CACHE = REPO / ".pytest_cache" / "runtime-pycache"
+WAIT_SECONDS = 180.0
 
-_memo: dict = {}
-_lock = threading.Lock()
-
-
-def memo(key, build):
-    """Build once per session; several test modules share the same models."""
-    with _lock:
-        if key not in _memo:
-            _memo[key] = build()
-        return _memo[key]
+_references: dict = {}
+_references_lock = threading.Lock()
 
 
 def speed_env() -> dict:
@@ -96,16 +91,12 @@ def build_sklearn_model(root: Path) -> Path:
 
 PYFUNC_CODE = """
 import os
-import time
 
 import mlflow
 import pandas as pd
 
 
 class Scaler(mlflow.pyfunc.PythonModel):
-    def load_context(self, context):
-        time.sleep(float(os.environ.get("RUNTIME_TEST_LOAD_DELAY", "0")))
-
     def predict(self, context, model_input, params=None):
         print("model noise on sys.stdout")
         os.write(1, b"model noise on file descriptor 1\\n")
@@ -168,10 +159,25 @@ def build_onnx_model(root: Path) -> Path:
 
 
 TINY_LOADER = '''
-"""Loader module of a model folder that needs no mlflow (MLflow's pyfunc loader protocol)."""
+"""Loader module of a model folder that needs no mlflow (MLflow's pyfunc loader protocol).
+
+RUNTIME_TEST_LOAD_GATE / RUNTIME_TEST_PREDICT_GATE name a folder: loading (predicting) says so on
+stderr and then waits until the test creates "release" in it.
+"""
 import json
 import os
+import sys
 import time
+
+
+def gate(variable, what):
+    folder = os.environ.get(variable)
+    if not folder:
+        return
+    sys.stderr.write("gate: %s waiting (pid %d)\\n" % (what, os.getpid()))
+    sys.stderr.flush()
+    while not os.path.exists(os.path.join(folder, "release")):
+        time.sleep(0.01)
 
 
 class Linear:
@@ -179,7 +185,7 @@ class Linear:
         self.coef = coef
 
     def predict(self, model_input, params=None):
-        time.sleep(float(os.environ.get("RUNTIME_TEST_PREDICT_DELAY", "0")))
+        gate("RUNTIME_TEST_PREDICT_GATE", "predict")
         scale = (params or {}).get("scale", 1.0)
         if isinstance(model_input, list):  # records, from a runtime without pandas
             return [(r["a"] * self.coef["a"] + r["b"] * self.coef["b"]) * scale
@@ -194,7 +200,7 @@ def _load_pyfunc(path):
     import openapi  # the model's own module of that name, not the runtime's
 
     assert openapi.WHO == "the model", openapi
-    time.sleep(float(os.environ.get("RUNTIME_TEST_LOAD_DELAY", "0")))
+    gate("RUNTIME_TEST_LOAD_GATE", "load")
     if os.path.exists(os.path.join(path, "model.pkl")):
         import cloudpickle
 
@@ -282,16 +288,19 @@ def build_tiny_sklearn_model(root: Path, python: Path) -> Path:
 
 def make_venv(folder: Path, python: Path, packages) -> Path:
     """A uv venv of ``python`` with ``packages``; returns its interpreter."""
+    from envbuild.proc import uv_bin
+
+    uv = uv_bin()
     env = dict(os.environ, UV_PYTHON_DOWNLOADS="never")
     subprocess.run(
-        [str(UV), "venv", "--python", str(python), str(folder)],
+        [str(uv), "venv", "--python", str(python), str(folder)],
         check=True,
         capture_output=True,
         env=env,
     )
     interpreter = folder / "bin" / "python"
     subprocess.run(
-        [str(UV), "pip", "install", "--python", str(interpreter), *packages],
+        [str(uv), "pip", "install", "--python", str(interpreter), *packages],
         check=True,
         capture_output=True,
         env=env,
@@ -300,7 +309,6 @@ def make_venv(folder: Path, python: Path, packages) -> Path:
 
 
 PY38_PACKAGES = ["scikit-learn", "pandas", "pyyaml", "cloudpickle"]
-PYTHON310 = Path("/root/.pyenv/versions/3.10.13/bin/python")
 # MLflow 2.12's scoring code predates ``_parse_json_data``; it imports pkg_resources.
 MLFLOW2_PACKAGES = ["mlflow==2.12.2", "numpy<2", "pandas<2.2", "setuptools<70"]
 
@@ -320,19 +328,24 @@ def run_runner(*args, python=DEV_PYTHON, stdin=None, env=None, timeout=180, runn
     )
 
 
+def _reference(key, build):
+    with _references_lock:
+        if key not in _references:
+            _references[key] = build()
+        return _references[key]
+
+
 def mlflow_reference(model_dir: Path, input_path: Path, content_type: str) -> bytes:
     """What ``mlflow models predict --env-manager local`` writes, computed in this process with
     the function that command calls (mlflow.pyfunc.scoring_server._predict)."""
     from mlflow.pyfunc import scoring_server
-
-    key = ("reference", str(model_dir), str(input_path), content_type)
 
     def build():
         out = input_path.parent / (f"ref-{input_path.stem}-{uuid.uuid4().hex[:6]}.json")
         scoring_server._predict(str(model_dir), str(input_path), str(out), content_type)
         return out.read_bytes()
 
-    return memo(key, build)
+    return _reference(("predict", str(model_dir), str(input_path), content_type), build)
 
 
 def mlflow_server_reference(model_dir: Path, body: bytes, content_type: str):
@@ -341,7 +354,7 @@ def mlflow_server_reference(model_dir: Path, body: bytes, content_type: str):
     from mlflow.exceptions import MlflowException
     from mlflow.pyfunc import scoring_server
 
-    model = memo(("loaded", str(model_dir)), lambda: mlflow.pyfunc.load_model(str(model_dir)))
+    model = _reference(("loaded", str(model_dir)), lambda: mlflow.pyfunc.load_model(str(model_dir)))
     try:
         result = scoring_server.invocations(
             body, content_type, model, model.metadata.get_input_schema()
@@ -351,70 +364,111 @@ def mlflow_server_reference(model_dir: Path, body: bytes, content_type: str):
     return result.status, result.response.encode()
 
 
+class ServerLog:
+    """The lines a server writes on a stream, collected by a thread, waited on by condition."""
+
+    def __init__(self, stream, path: Path) -> None:
+        self.lines: list[str] = []
+        self.closed = False
+        self._cond = threading.Condition()
+        self._file = open(path, "w")  # noqa: SIM115 - closed by the reading thread
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        try:
+            for raw in iter(stream.readline, b""):
+                line = raw.decode(errors="replace").rstrip("\n")
+                self._file.write(line + "\n")
+                self._file.flush()
+                with self._cond:
+                    self.lines.append(line)
+                    self._cond.notify_all()
+        finally:
+            self._file.close()
+            with self._cond:
+                self.closed = True
+                self._cond.notify_all()
+
+    def text(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def matches(self, pattern: str) -> list[re.Match]:
+        with self._cond:
+            return [m for m in (re.search(pattern, line) for line in self.lines) if m]
+
+    def wait_for(self, pattern: str, count: int = 1, timeout: float = WAIT_SECONDS) -> list:
+        """The first ``count`` lines matching ``pattern``, once the server has written them;
+        RuntimeError if it stops writing (exits) or ``timeout`` passes first."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [m for m in (re.search(pattern, line) for line in self.lines) if m]
+                if len(found) >= count:
+                    return found[:count]
+                left = deadline - time.monotonic()
+                if self.closed or left <= 0:
+                    why = "exited" if self.closed else f"said nothing like it in {timeout:.0f} s"
+                    raise RuntimeError(
+                        f"waiting for {count} x {pattern!r}: the server {why}:\n"
+                        + "\n".join(self.lines)
+                    )
+                self._cond.wait(left)
+
+    def join(self, timeout: float = 30) -> None:
+        self._thread.join(timeout)
+
+
+def http_request(port, method, path, body=None, headers=None, timeout=60):
+    """One request on a fresh connection: (status, headers dict, body bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
 class RunningServer:
-    """``runner.py serve`` on a free loopback port (``--port 0``), stopped with SIGTERM."""
+    """``runner.py serve`` on a free loopback port (``--port 0``), stopped with SIGTERM.
+
+    ``wait_ready`` waits until every worker has said "model loaded", then checks ``/ping``.
+    """
 
     def __init__(
         self, model_dir, tmp: Path, python=DEV_PYTHON, workers=None, env=None, wait_ready=True
     ):
-        self.log_path = tmp / (f"server-{uuid.uuid4().hex[:8]}.log")
-        args = [
-            str(python),
-            str(RUNNER),
-            "serve",
-            "--model",
-            str(model_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-        ]
+        self.workers = workers or int((env or {}).get("ENVBUILD_WORKERS", 1))
+        args = [str(python), str(RUNNER), "serve", "--model", str(model_dir)]
+        args += ["--host", "127.0.0.1", "--port", "0"]
         if workers is not None:
             args += ["--workers", str(workers)]
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=self._log, env=subprocess_env(env)
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env(env)
         )
-        self.port = self._wait_port()
-        if wait_ready:
-            self.wait_ready()
+        self.server_log = ServerLog(self.proc.stderr, tmp / f"server-{uuid.uuid4().hex[:8]}.log")
+        self.stdout = b""
+        try:
+            found = self.server_log.wait_for(r"listening on http://127\.0\.0\.1:(\d+)")
+            self.port = int(found[0].group(1))
+            if wait_ready:
+                self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.server_log.text()
 
-    def _wait_port(self, timeout=60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.log())
-            if match:
-                return int(match.group(1))
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log()}")
-            time.sleep(0.05)
-        raise RuntimeError("server did not bind:\n" + self.log())
-
-    def wait_ready(self, timeout=120):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if self.request("GET", "/ping")[0] == 200:
-                    return
-            except OSError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log()}")
-            time.sleep(0.1)
-        raise RuntimeError("server never became ready:\n" + self.log())
+    def wait_ready(self, count=None):
+        self.server_log.wait_for(r"model loaded \(pid \d+\)", count or self.workers)
+        status = self.request("GET", "/ping")[0]
+        assert status == 200, f"/ping answered {status} after the model loaded:\n{self.log()}"
 
     def request(self, method, path, body=None, headers=None, timeout=60):
-        """One request on a fresh connection: (status, headers dict, body bytes)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
-        finally:
-            conn.close()
+        return http_request(self.port, method, path, body, headers, timeout)
 
     def post(self, body, content_type="application/json", path="/invocations"):
         if isinstance(body, (dict, list)):
@@ -428,13 +482,28 @@ class RunningServer:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            self.stdout, _ = self.proc.communicate(timeout=timeout)
+            self.stdout = self.proc.stdout.read() if self.proc.stdout else b""
+            self.proc.wait(timeout=timeout)
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
-            self._log.close()
+            self.server_log.join()
         return self.proc.returncode
+
+
+class Gate:
+    """A folder the tiny model waits on (RUNTIME_TEST_LOAD_GATE / RUNTIME_TEST_PREDICT_GATE)."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+
+    def __str__(self) -> str:
+        return str(self.folder)
+
+    def release(self) -> None:
+        (self.folder / "release").write_text("go")
 
 
 def child_pids(pid: int) -> list[int]:
@@ -455,5 +524,33 @@ def child_pids(pid: int) -> list[int]:
 
 def copy_runtime(dest: Path) -> Path:
     """The runtime files alone, as an image gets them; returns the copied runner.py."""
-    shutil.copytree(RUNTIME_DIR, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(RUNTIME_DIR, dest, ignore=shutil.ignore_patterns("__pycache__", "*.toml"))
     return dest / "runner.py"
+
+
+def runtime_module(name: str):
+    """A runtime file as the runner loads it (a submodule of its private package), in this
+    process; no bytecode is written into the runtime folder."""
+    import importlib.util
+
+    key = "_envbuild_runtime_runner_under_test"
+    runner = sys.modules.get(key)
+    if runner is None:
+        saved = sys.dont_write_bytecode
+        sys.dont_write_bytecode = True
+        try:
+            spec = importlib.util.spec_from_file_location(key, RUNNER)
+            runner = importlib.util.module_from_spec(spec)
+            sys.modules[key] = runner
+            spec.loader.exec_module(runner)
+        finally:
+            sys.dont_write_bytecode = saved
+    return runner.runtime_module(name)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -30,11 +30,11 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from tests.conftest import REPO
+from tests.interpreters import python as find_python
 
 pytestmark = [pytest.mark.integration, pytest.mark.network, pytest.mark.slow]
 
 RUNNER = REPO / "envbuild" / "runtime" / "runner.py"
-PYTHON38 = Path("/root/.pyenv/versions/3.8.18/bin/python")
 UV = Path(sys.executable).parent / "uv"
 
 CODE_MODEL = '''
@@ -374,12 +374,10 @@ def _load_pyfunc(path):
 def test_python_38_environment_without_mlflow(tmp_path: Path) -> None:
     """The probe on Python 3.8 (no stdlib_module_names, no packages_distributions): the only
     distribution a plain pyfunc model and the runner import is PyYAML."""
-    if not PYTHON38.exists():
-        pytest.fail(f"Python 3.8 is needed for this test: {PYTHON38}")
     venv = tmp_path / "venv38"
     env = clean_env(UV_PYTHON_DOWNLOADS="never")
     subprocess.run(
-        [str(UV), "venv", "-q", "--python", str(PYTHON38), str(venv)], check=True, env=env
+        [str(UV), "venv", "-q", "--python", str(find_python("3.8")), str(venv)], check=True, env=env
     )
     subprocess.run(
         [str(UV), "pip", "install", "-q", "--python", str(venv / "bin" / "python"), "pyyaml"],

@@ -17,10 +17,10 @@ import pytest
 
 from tests.conftest import REPO
 from tests.integration.test_capture import UV, clean_env, cli
+from tests.interpreters import python as find_python
 
 pytestmark = [pytest.mark.integration, pytest.mark.network, pytest.mark.slow]
 
-PYTHON310 = Path("/root/.pyenv/versions/3.10.13/bin/python")
 MLFLOW2 = "mlflow==2.22.5"  # the last 2.x release
 ENVBUILD_DEPS = [
     "pyyaml",
@@ -109,12 +109,12 @@ print(json.dumps(report))
 
 @pytest.fixture(scope="module")
 def mlflow2_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not PYTHON310.exists():
-        pytest.fail(f"Python 3.10 is needed for this test: {PYTHON310}")
     venv = tmp_path_factory.mktemp("mlflow2") / "venv"
     env = clean_env(UV_PYTHON_DOWNLOADS="never")
     subprocess.run(
-        [str(UV), "venv", "-q", "--python", str(PYTHON310), str(venv)], check=True, env=env
+        [str(UV), "venv", "-q", "--python", str(find_python("3.10")), str(venv)],
+        check=True,
+        env=env,
     )
     python = venv / "bin" / "python"
     subprocess.run(

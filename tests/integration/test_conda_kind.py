@@ -481,14 +481,13 @@ def test_image_with_kind_conda_serves_the_model(
 ) -> None:
     assert cli("lock", str(model)).returncode == 0
     tag = f"envbuild-test/conda-kind:{uuid.uuid4().hex[:12]}"
-    code, data = cli_json(
-        "image", str(model), "-t", tag, "--base-image", debian_slim_image, "--network", "host"
-    )
+    code, data = cli_json("image", str(model), "-t", tag, "--network", "host")
     container = None
     try:
         assert code == 0, data
         assert data["kind"] == "conda" and data["lock_source"] == "model"
         assert data["base_lock_digest"] and data["python"] == "3.10.13"
+        assert data["base_image"] == debian_slim_image  # ENVBUILD_CONDA_BASE_IMAGE
         image = docker_engine.images.get(tag)
         assert image.labels["envbuild.conda.lock.digest"] == data["base_lock_digest"]
         assert image.attrs["Config"]["User"] == "10001:10001"

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import calendar
 import contextlib
-import io
 import json
 import os
 import re
@@ -48,14 +47,13 @@ from envbuild.model import load_model
 from tests.conftest import run_cli
 from tests.integration import docker_images
 from tests.integration.docker_images import host_ca_bundle, remove_image, run_in_image
-from tests.integration.runtime_models import make_venv
+from tests.integration.mlflow_oracle import mlflow_predictions
 
 docker_engine = docker_images.docker_engine
 python_slim_images = docker_images.python_slim_images
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.network, pytest.mark.slow]
 
-PYTHON310 = Path("/root/.pyenv/versions/3.10.13/bin/python")
 RUNTIME = Path(__file__).resolve().parents[2] / "envbuild" / "runtime"
 REPO = Path(__file__).resolve().parents[2]
 TEST_REPO = "envbuild-test/image"
@@ -151,19 +149,6 @@ def serving(engine, tag: str, *, workers: int | None = None) -> Iterator[tuple[s
         yield base, container
     finally:
         container.remove(force=True)
-
-
-def mlflow_predictions(model: Path, request: dict) -> list:
-    """What MLflow itself predicts and writes (in-process: these are trusted test models)."""
-    import mlflow.pyfunc
-    from mlflow.pyfunc import scoring_server
-
-    loaded = mlflow.pyfunc.load_model(str(model))
-    data, params = scoring_server._split_data_and_params(json.dumps(request))
-    parsed = scoring_server.infer_and_parse_data(data, loaded.metadata.get_input_schema())
-    buffer = io.StringIO()
-    scoring_server.predictions_to_json(loaded.predict(parsed, params=params), buffer)
-    return json.loads(buffer.getvalue())["predictions"]
 
 
 def saved_image_contains(engine, ref: str, needles: list[bytes]) -> dict[bytes, bool]:
@@ -302,34 +287,6 @@ def copy_model(model: Path, dest: Path) -> Path:
     return dest
 
 
-SAVE_310 = """
-import json, sys
-import mlflow.sklearn
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
-X, y = load_iris(return_X_y=True, as_frame=True)
-model = LogisticRegression(max_iter=500).fit(X, y)
-mlflow.sklearn.save_model(model, sys.argv[1], input_example=X.head(5), serialization_format="cloudpickle")
-print(json.dumps(model.predict(X.head(5)).tolist()))
-"""
-
-
-@pytest.fixture(scope="module")
-def sklearn_310_model(tmp_path_factory) -> tuple[Path, list]:
-    """A model saved by MLflow running on Python 3.10, and the predictions it made there."""
-    if not PYTHON310.exists():
-        pytest.fail(f"Python 3.10 is needed for this test: {PYTHON310}")
-    root = tmp_path_factory.mktemp("py310")
-    python = make_venv(root / "venv", PYTHON310, ["mlflow-skinny", "scikit-learn", "pandas"])
-    out = subprocess.run(
-        [str(python), "-c", SAVE_310, str(root / "model")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return root / "model", json.loads(out.stdout.strip().splitlines()[-1])
-
-
 @pytest.fixture(scope="module")
 def images(python_slim_images, created, request) -> dict:
     """Build each real model's image once: name -> (model, tag, `image --json` result)."""
@@ -369,14 +326,14 @@ def expected(name: str, model: Path, request) -> tuple[dict, list]:
 def test_container_serves_mlflow_predictions(name, images, docker_engine, request):
     model, tag, result = images(name)
     minor = "3.10" if name == "py310" else "3.11"
-    assert result["base_image"] == f"python:{minor}-slim"
+    assert result["base_image"] == docker_images.base_image_tag(minor)
     assert result["python"].startswith(minor + ".")
     body, want = expected(name, model, request)
     with serving(docker_engine, tag) as (base, container):
         status, answer = http(f"{base}/invocations", json.dumps(body).encode())
         assert status == 200, answer
         assert json.loads(answer)["predictions"] == want
-        status, version = http(f"{base}/version")
+        status, version = http(f"{base}/metadata")
         assert status == 200
         assert json.loads(version)["python_version"].startswith(minor + ".")
         status, doc = http(f"{base}/openapi.json")
@@ -419,7 +376,7 @@ def test_image_configuration_labels_and_stages(images, docker_engine):
     assert labels["envbuild.model.digest"] == result["model_digest"]
     assert labels["envbuild.version"] == __version__
     assert labels["org.opencontainers.image.title"] == "sklearn-iris"
-    assert labels["org.opencontainers.image.base.name"] == "python:3.11-slim"
+    assert labels["org.opencontainers.image.base.name"] == docker_images.base_image_tag("3.11")
     assert labels["org.opencontainers.image.version"] == tag.rsplit(":", 1)[1]
     # the build stage's tools and inputs stayed there
     out = python_in(
@@ -722,11 +679,11 @@ def test_base_image_with_another_python_is_refused(tiny_model, python_slim_image
         "-t",
         new_tag("x"),
         "--base-image",
-        "python:3.10-slim",
+        python_slim_images["3.10"],
         env=cli_env(),
     )
     assert proc.returncode == 2
-    assert "python:3.10-slim has Python 3.10" in proc.stderr
+    assert f"{python_slim_images['3.10']} has Python 3.10" in proc.stderr
     assert "lock is for Python 3.11" in proc.stderr
     assert "hint: use a base image with Python 3.11" in proc.stderr
 
@@ -800,10 +757,10 @@ def test_context_is_complete_and_another_builder_builds_it(
     assert (context / "model" / "data" / "weights.bin").stat().st_mode & 0o777 == 0o644
     dockerfile = (context / "Dockerfile").read_text()
     assert re.findall(r"^FROM .*$", dockerfile, flags=re.M) == [
-        "FROM python:3.11-slim AS build",
-        "FROM python:3.11-slim",
+        f"FROM {python_slim_images['3.11']} AS build",
+        f"FROM {python_slim_images['3.11']}",
     ]
-    final = dockerfile[dockerfile.index("FROM python:3.11-slim\n") :]
+    final = dockerfile[dockerfile.index(f"FROM {python_slim_images['3.11']}\n") :]
     assert " build/" not in final and "SSL_CERT_FILE" not in final
     order = [final.index(s) for s in ("COPY --from=build", "COPY runtime/", "COPY model/")]
     assert order == sorted(order)

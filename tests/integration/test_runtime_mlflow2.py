@@ -7,14 +7,11 @@ the runner must pick those and still write what that MLflow's own ``models predi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-import runtime_models as rm
+from tests.integration import runtime_models as rm
 
 pytestmark = [pytest.mark.integration, pytest.mark.network, pytest.mark.slow]
 
@@ -28,29 +25,7 @@ scoring_server._predict(model, csv_in, csv_out, "csv")
 """
 
 
-@pytest.fixture(scope="session")
-def models_root(tmp_path_factory):
-    return rm.memo("root", lambda: tmp_path_factory.mktemp("runtime-models"))
-
-
-@pytest.fixture(scope="session")
-def tiny_model(models_root):
-    return rm.memo("tiny", lambda: rm.build_tiny_linear_model(models_root))
-
-
-@pytest.fixture(scope="session")
-def mlflow2(tmp_path_factory):
-    if not rm.PYTHON310.exists() or not rm.UV.exists():
-        pytest.skip(f"needs {rm.PYTHON310} and {rm.UV}")
-    return rm.memo(
-        "mlflow2",
-        lambda: rm.make_venv(
-            tmp_path_factory.mktemp("mlflow2") / "venv", rm.PYTHON310, rm.MLFLOW2_PACKAGES
-        ),
-    )
-
-
-def test_predict_matches_mlflow_2(mlflow2, tiny_model, tmp_path):
+def test_predict_matches_mlflow_2(runtime_mlflow2, runtime_tiny, tmp_path):
     json_in = tmp_path / "in.json"
     json_in.write_text(
         json.dumps(
@@ -64,10 +39,10 @@ def test_predict_matches_mlflow_2(mlflow2, tiny_model, tmp_path):
     csv_in.write_text("a,b\n1.5,2\n0.1,3\n")
     reference = subprocess.run(
         [
-            str(mlflow2),
+            str(runtime_mlflow2),
             "-c",
             REFERENCE,
-            str(tiny_model),
+            str(runtime_tiny),
             str(json_in),
             str(tmp_path / "ref.json"),
             str(csv_in),
@@ -80,30 +55,38 @@ def test_predict_matches_mlflow_2(mlflow2, tiny_model, tmp_path):
     )
     assert reference.returncode == 0, reference.stderr
 
-    ours_json = rm.run_runner("predict", "--model", tiny_model, "--input", json_in, python=mlflow2)
+    ours_json = rm.run_runner(
+        "predict", "--model", runtime_tiny, "--input", json_in, python=runtime_mlflow2
+    )
     assert ours_json.returncode == 0, ours_json.stderr
     assert b"loading without it" not in ours_json.stderr  # really used mlflow 2
     assert ours_json.stdout == (tmp_path / "ref.json").read_bytes()
     assert json.loads(ours_json.stdout) == {"predictions": [9.5, 12.1]}
 
-    ours_csv = rm.run_runner("predict", "--model", tiny_model, "--input", csv_in, python=mlflow2)
+    ours_csv = rm.run_runner(
+        "predict", "--model", runtime_tiny, "--input", csv_in, python=runtime_mlflow2
+    )
     assert ours_csv.returncode == 0, ours_csv.stderr
     assert ours_csv.stdout == (tmp_path / "ref.csv.json").read_bytes()
 
 
-def test_exit_codes_with_mlflow_2(mlflow2, tiny_model):
+def test_exit_codes_with_mlflow_2(runtime_mlflow2, runtime_tiny):
     missing = rm.run_runner(
-        "predict", "--model", tiny_model, python=mlflow2, stdin=b'{"instances": [{"a": 1.0}]}'
+        "predict",
+        "--model",
+        runtime_tiny,
+        python=runtime_mlflow2,
+        stdin=b'{"instances": [{"a": 1.0}]}',
     )
     assert missing.returncode == 2, missing.stderr
     assert missing.stderr.decode().strip().splitlines()[-1] == (
-        "error: Model is missing inputs ['b']."
+        "error: <stdin>: Model is missing inputs ['b']."
     )
     failing = rm.run_runner(
         "predict",
         "--model",
-        tiny_model,
-        python=mlflow2,
+        runtime_tiny,
+        python=runtime_mlflow2,
         stdin=b'{"inputs": {"a": [-1.0], "b": [1]}}',
     )
     assert failing.returncode == 5

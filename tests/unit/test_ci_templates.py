@@ -25,7 +25,7 @@ def envbuild_commands(doc: object) -> list[str]:
         elif isinstance(node, list):
             for value in node:
                 walk(value, key)
-        elif key in ("run", "script") and isinstance(node, str):
+        elif key in ("run", "script", "after_script") and isinstance(node, str):
             found.extend(
                 line.strip() for line in node.splitlines() if line.strip().startswith("envbuild ")
             )
@@ -39,8 +39,10 @@ def envbuild_commands(doc: object) -> list[str]:
 def test_template_is_valid_yaml_running_real_commands(provider: str, kind: str) -> None:
     text = render_ci(provider, ["models/a", "models/b c"], kind=kind)
     doc = yaml.safe_load(text)
-    commands = envbuild_commands(doc)
+    commands = [c for c in envbuild_commands(doc) if c.startswith("envbuild reproduce")]
     assert len(commands) == 1
+    pruning = [c for c in envbuild_commands(doc) if c.startswith("envbuild cache")]
+    assert pruning and build_parser().parse_args(shlex.split(pruning[0])[1:]).action == "prune"
     # CI variables stand for one model folder; substitute one and parse with envbuild's parser
     command = re.sub(r"\$\{\{ matrix.model \}\}|\$MODEL", "models/b c", commands[0])
     argv = shlex.split(command)[1:]
@@ -52,10 +54,14 @@ def test_template_is_valid_yaml_running_real_commands(provider: str, kind: str) 
     assert "models/b c" in text  # every model is in the matrix
     if provider == "github":
         assert doc["jobs"]["reproduce"]["strategy"]["matrix"]["model"] == ["models/a", "models/b c"]
+        steps = doc["jobs"]["reproduce"]["steps"]
+        cache = next(s for s in steps if s.get("uses", "").startswith("actions/cache"))
+        assert "pylock.toml" in cache["with"]["key"] and "uv-cache" in cache["with"]["path"]
     else:
         job = doc["envbuild-reproduce"]
         assert job["parallel"]["matrix"][0]["MODEL"] == ["models/a", "models/b c"]
         assert job["artifacts"]["reports"]["junit"] == "envbuild-report.xml"
+        assert ".uv-cache/" in job["cache"]["paths"] and job["variables"]["UV_CACHE_DIR"]
 
 
 def test_cli_prints_the_template() -> None:

@@ -117,6 +117,8 @@ def test_public_api_names_are_plain_functions_in_any_import_order() -> None:
         "    envbuild.lock_model('/nonexistent/model')\n"
         "except ModelError as exc:\n"
         "    assert 'no such model folder' in str(exc)\n"
+        "else:\n"
+        "    raise AssertionError('lock_model of a missing folder did not fail')\n"
         "from envbuild.lock import Lock, read_lock\n"
         "assert envbuild.Lock is Lock and envbuild.read_lock is read_lock\n"
     )

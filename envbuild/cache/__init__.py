@@ -10,6 +10,11 @@ Invariants (what makes it crash- and concurrency-safe):
 * a build killed midway leaves only ``ROOT/KIND/.tmp-KEY-*``; the next build of that key removes
   such leftovers under the lock, and an entry without a valid marker is removed and rebuilt.
 
+Every use of an entry (``publish`` finding it finished, or building it) touches ``KEY.used``:
+its modification time is the entry's "last used" (``usage.py``). ``envbuild cache`` lists and
+prunes entries (``inventory.py``), never one a running command holds (``usage.hold``). Temporary
+build folders older than a day (of builds killed long ago, for any key) are swept by any build.
+
 ``in_place=True`` is for content that hard-codes its own path (a conda prefix: the installer
 writes the prefix into scripts and binaries, and post-link steps run there), so it cannot be built
 elsewhere and renamed. The build then fills ``ROOT/KIND/KEY`` itself, under the same lock, and the
@@ -79,12 +84,16 @@ def publish(
     """
     from filelock import FileLock, Timeout
 
+    from envbuild.cache.usage import touch
+
     base = (root or cache_root()) / kind
     entry = base / key
     if is_finished(entry, key):
+        touch(entry)
         return entry, False
     base.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(base / f"{key}.lock"))
+    _sweep_stale(base)
+    lock = FileLock(str(base / f"{key}.lock"), mode=0o644)
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -93,12 +102,14 @@ def publish(
         lock.acquire()
     try:
         if is_finished(entry, key):
+            touch(entry)
             return entry, False
         for leftover in base.glob(f".tmp-{key}-*"):
             _remove(leftover)
         _remove(entry)
         if in_place:
             _build_in_place(entry, key, build)
+            touch(entry)
             return entry, True
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=base))
         try:
@@ -112,9 +123,24 @@ def publish(
         except BaseException:
             _remove(tmp)
             raise
+        touch(entry)
         return entry, True
     finally:
         lock.release()
+
+
+STALE_SECONDS = 24 * 3600
+
+
+def _sweep_stale(base: Path) -> None:
+    """Remove temporary build folders of any key left more than a day ago (killed builds)."""
+    cutoff = time.time() - STALE_SECONDS
+    for leftover in base.glob(".tmp-*"):
+        try:
+            if leftover.stat().st_mtime < cutoff:
+                _remove(leftover)
+        except OSError:
+            continue
 
 
 def _build_in_place(entry: Path, key: str, build: Callable[[Path], dict[str, Any] | None]) -> None:
