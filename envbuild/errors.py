@@ -173,3 +173,39 @@ class SourceUnreachable(EnvbuildError):
     """
 
     exit_code = ExitCode.RESOLUTION_FAILED
+
+
+class RegistryError(EnvbuildError):
+    """The registry of shared environments: an unknown name or version (the message lists the
+    known ones), a version that already exists or is being created, a broken registry file
+    (named), a registered prefix or image that no longer exists."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class EnvironmentUnsuitable(EnvbuildError):
+    """A named shared environment does not satisfy the model (``check``, ``--environment``
+    without ``--allow-mismatch``), or can no longer be used (its prefix or image is gone).
+
+    ``verdict`` is the whole verdict (every row) as ``check --json`` prints it; the error's
+    ``--json`` object carries it too, so a CI job sees why without a second command.
+    """
+
+    exit_code = ExitCode.ENVIRONMENT_UNSUITABLE
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        verdict: dict[str, object] | None = None,
+        path: str | Path | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, path=path, hint=hint)
+        self.verdict = verdict
+
+    def to_dict(self) -> dict[str, object]:
+        data = super().to_dict()
+        if self.verdict is not None:
+            data["verdict"] = self.verdict
+        return data

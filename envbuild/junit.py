@@ -1,4 +1,8 @@
-"""JUnit XML for ``reproduce --junit``: one test case per step, the format CI systems display."""
+"""JUnit XML for ``reproduce --junit``: one test case per step, the format CI systems display.
+
+A model given as a URI is named by that URI, and its provenance (the resolved version, run and
+tracking server) is recorded twice: as ``<properties>`` of its suite, for tools that read them,
+and in ``<system-out>``, which GitHub's and GitLab's report views show."""
 
 from __future__ import annotations
 
@@ -25,11 +29,16 @@ def junit_xml(reports: list[Report]) -> str:
             errors="0",
             time=f"{sum(s.seconds for s in report.steps):.3f}",
         )
+        source = _source_properties(report)
+        if source:
+            properties = ET.SubElement(suite, "properties")
+            for name, value in source.items():
+                ET.SubElement(properties, "property", name=name, value=value)
         for step in report.steps:
             case = ET.SubElement(
                 suite,
                 "testcase",
-                classname=f"envbuild.reproduce.{Path(report.model).name}",
+                classname=f"envbuild.reproduce.{_case_name(report)}",
                 name=step.name,
                 time=f"{step.seconds:.3f}",
             )
@@ -42,14 +51,43 @@ def junit_xml(reports: list[Report]) -> str:
                 )
             elif step.status == SKIPPED:
                 ET.SubElement(case, "skipped", message=step.message)
+        text = [f"{name}: {value}" for name, value in source.items()]
         if report.drift:
-            out = ET.SubElement(suite, "system-out")
-            out.text = "drift:\n" + "\n".join(
+            text.append("drift:")
+            text += [
                 f"  {d['name']}: logged {d['logged'] or '-'}, now {d['installed'] or '-'}"
                 for d in report.drift
-            )
+            ]
+        if text:
+            out = ET.SubElement(suite, "system-out")
+            out.text = "\n".join(text)
     ET.indent(suites)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _source_properties(report: Report) -> dict[str, str]:
+    """A URI's provenance as ``envbuild.model.*`` names (the image labels' names), plus the
+    resolved reference and the alias; empty for a folder."""
+    source = report.source
+    if source is None or source.is_local:
+        return {}
+    values = {
+        **source.labels(),
+        "envbuild.model.resolved-uri": source.resolved_uri,
+        "envbuild.model.alias": source.alias,
+    }
+    return {name: value for name, value in values.items() if value}
+
+
+def _case_name(report: Report) -> str:
+    """The model's name in a test case's class: the folder's name, or for a URI its registered
+    name and version, else its run id."""
+    source = report.source
+    if source is None or source.is_local:
+        return Path(report.model).name
+    if source.registered_name:
+        return f"{source.registered_name}-v{source.version or '?'}"
+    return source.run_id or source.model_id or Path(report.model).name
 
 
 def write_junit(path: Path, reports: list[Report]) -> None:

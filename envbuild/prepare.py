@@ -8,9 +8,10 @@ here knows which kind it builds.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from envbuild.envs import BuildOptions, Environment, get_backend
 from envbuild.envs.base import ENV
@@ -19,6 +20,9 @@ from envbuild.envspec import EnvSpec
 from envbuild.lock.select import LockChoice, select_lock
 from envbuild.model import ModelSpec
 from envbuild.python import Interpreter
+
+if TYPE_CHECKING:
+    from envbuild.sources.source import Provenance
 
 __all__ = ["BuildOptions", "Prepared", "prepare"]
 
@@ -33,7 +37,9 @@ class Prepared:
     environment: Environment
     lock: LockChoice | None
     warnings: tuple[str, ...] = field(default=())
-    kind: KindChoice | None = None
+    source: Provenance | None = None  # where MODEL came from (a folder, a run, a registry version)
+    details: Mapping[str, Any] = field(default_factory=dict)  # the backend's plan, for reports
+    kind: KindChoice | None = None  # how the kind was chosen
 
     @property
     def lock_path(self) -> Path | None:
@@ -53,6 +59,8 @@ class Prepared:
             "kind": self.environment.kind,
             "kind_reason": self.kind.reason if self.kind else None,
             "warnings": list(self.warnings),
+            "source": self.source.to_dict() if self.source else None,
+            **self.details,
         }
 
 
@@ -82,7 +90,14 @@ def prepare(
     base = plan.target.base if plan.target is not None else None
     _record_use(model, environment, choice, base.path if base is not None else None)
     return Prepared(
-        model, env, plan.interpreter, environment, choice, tuple(dict.fromkeys(warnings)), kind
+        model,
+        env,
+        plan.interpreter,
+        environment,
+        choice,
+        tuple(dict.fromkeys(warnings)),
+        details=plan.details,
+        kind=kind,
     )
 
 

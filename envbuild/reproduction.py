@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from envbuild.envs import Environment, get_backend
 from envbuild.envspec import EnvSpec
@@ -29,6 +29,9 @@ from envbuild.errors import (
 )
 from envbuild.lock.select import LockChoice
 from envbuild.model import ModelSpec
+
+if TYPE_CHECKING:
+    from envbuild.sources import Provenance
 
 EXPECTED_OUTPUT = "envbuild_expected_output.json"
 STEPS = ("lock", "build", "verify", "predict", "compare")
@@ -70,6 +73,7 @@ class Report:
     drift: list[dict[str, str | None]] = field(default_factory=list)
     partial: list[str] = field(default_factory=list)  # what was not checked, and why
     allow_partial: bool = False
+    source: Provenance | None = None  # where MODEL came from (a URI's resolved version)
 
     @property
     def exit_code(self) -> int:
@@ -106,6 +110,7 @@ class Report:
             "steps": [s.to_dict() for s in self.steps],
             "drift": self.drift,
             "warnings": self.warnings,
+            "source": self.source.to_dict() if self.source else None,
         }
 
 
@@ -266,25 +271,35 @@ class Reproduction:
         rtol: float = 1e-6,
         python: str | None = None,
         allow_partial: bool = False,
+        environment: str | None = None,
+        allow_mismatch: bool = False,
         on_progress: Callable[[str], None] | None = None,
+        source: Provenance | None = None,
     ) -> None:
         from envbuild.envs import BuildOptions
         from envbuild.envs.base import REPRODUCE
-        from envbuild.envs.registry import choose_kind
+        from envbuild.envs.registry import SHARED_KIND, choose_kind
 
         self.model = model
         self.env = env
         self.rtol = rtol
-        self.kind = choose_kind(env, kind, REPRODUCE)
+        # a shared environment is built (found) whatever its verdict: the verify step judges it
+        self.shared = environment
+        self.allow_mismatch = allow_mismatch
+        self.kind = choose_kind(env, SHARED_KIND if environment else kind, REPRODUCE)
         kind = self.kind.name
-        self.options = BuildOptions(kind=kind, python=python)
+        self.options = BuildOptions(
+            kind=kind, python=python, environment=environment, allow_mismatch=True
+        )
         self.progress = on_progress or (lambda _msg: None)
+        remote = source is not None and not source.is_local
         self.report = Report(
-            model=str(model.path),
+            model=source.uri if source is not None and remote else str(model.path),
             kind=kind,
             steps=[Step(name) for name in STEPS],
             warnings=[*model.warnings, *env.warnings],
             allow_partial=allow_partial,
+            source=source,
         )
         self.choice: LockChoice | None = None
         self.environment: Environment | None = None
@@ -300,6 +315,9 @@ class Reproduction:
         from envbuild.lock.request import LockRequest
         from envbuild.lock.select import LockChoice, select_lock
 
+        if self.shared:
+            step.message = f"the shared environment {self.shared} is used as it is (no lock)"
+            return
         assert self.options.kind is not None
         locker = lock_files_backend(self.options.kind)
         files = locker.lock_files(self.model) if locker is not None else ()
@@ -319,10 +337,15 @@ class Reproduction:
             step.details["lock"] = str(self.choice.lock.path)
             step.details["source"] = "resolved"
             self.report.partial.append(f"the model has no {names}: its lock was resolved today")
+            advice = (
+                f"run `envbuild lock {self.model.path} --kind {self.options.kind}` and commit "
+                "the lock files"
+                if self.report.source is None or self.report.source.is_local
+                else "log the model with its lock: `envbuild capture --write` where it is logged"
+            )
             self.report.warnings.append(
                 f"the model has no {names}: envbuild resolved one today, so this result is "
-                f"not reproducible from the model alone (run `envbuild lock {self.model.path} "
-                f"--kind {self.options.kind}` and commit the lock files)"
+                f"not reproducible from the model alone ({advice})"
             )
         lk = self.choice.lock
         step.details.update(digest=lk.digest, python=lk.python, packages=len(lk.packages))
@@ -342,8 +365,13 @@ class Reproduction:
         )
 
     def verify(self, step: Step) -> None:
-        """The installed distributions are exactly the lock's, on the model's Python X.Y."""
-        assert self.environment is not None and self.choice is not None
+        """The installed distributions are exactly the lock's, on the model's Python X.Y; in a
+        shared environment, its verdict for the model."""
+        assert self.environment is not None
+        if self.shared:
+            self.verify_shared(step)
+            return
+        assert self.choice is not None
         self.progress("verify: listing installed distributions")
         info = self.environment.info(self.model)
         base = self.environment.verify_base()
@@ -379,6 +407,30 @@ class Reproduction:
                 hint="rebuild the environment from the lock (remove it from envbuild's cache, or "
                 "do not install into it by hand); if the lock is what changed, run `envbuild lock`",
             )
+
+    def verify_shared(self, step: Step) -> None:
+        """The shared environment's verdict (``envbuild check``): every row in the details;
+        not satisfied fails the step with exit 8 unless mismatches are allowed."""
+        from envbuild.shared.names import parse_ref
+        from envbuild.shared.store import Registry
+        from envbuild.shared.use import unsuitable, verdict_for
+
+        assert self.environment is not None and self.shared is not None
+        self.progress("verify: judging the shared environment")
+        ref = parse_ref(str(self.environment.details.get("shared", self.shared)))
+        record = Registry.default().get(ref)
+        verdict, installed = verdict_for(self.env, record, self.environment.kind)
+        self.installed = {d.name: d.version for d in installed.distributions.values()}
+        step.details["verdict"] = verdict.to_dict()
+        self.report.warnings.extend(w for w in verdict.warnings if w not in self.report.warnings)
+        if verdict.satisfied:
+            return
+        if not self.allow_mismatch:
+            raise unsuitable(verdict, self.model.path)
+        step.status = PASSED
+        step.message = f"{record.ref} does not satisfy the model (--allow-mismatch): " + (
+            verdict.summary()
+        )
 
     def predict(self, step: Step) -> None:
         """The model's input example through the runner."""
@@ -427,14 +479,14 @@ class Reproduction:
                 with_reason(report, name, "the lock step failed")
             report.drift = drift_report(self.env, _document_of(self.model), None)
             return report
-        assert self.choice is not None
+        assert self.choice is not None or self.shared
         build_step = report.step("build")
         _timed(build_step, lambda: self.build(build_step))
         if build_step.status == FAILED:
             build_step.exit_code = int(BuildError.exit_code)
             for name in ("verify", "predict", "compare"):
                 with_reason(report, name, "the build step failed")
-            report.drift = drift_report(self.env, self.choice.lock.document, None)
+            report.drift = drift_report(self.env, self._lock_document(), None)
             return report
         verify_step = report.step("verify")
         _timed(verify_step, lambda: self.verify(verify_step))
@@ -462,8 +514,14 @@ class Reproduction:
         else:
             _timed(compare_step, lambda: self.compare(compare_step))
         if compare_step.status == FAILED or verify_step.status == FAILED:
-            report.drift = drift_report(self.env, self.choice.lock.document, self.installed)
+            report.drift = drift_report(self.env, self._lock_document(), self.installed)
         return report
+
+    def _lock_document(self) -> dict[str, Any] | None:
+        """The lock the environment was built from (the model's own in a shared one)."""
+        if self.choice is not None:
+            return self.choice.lock.document
+        return _document_of(self.model)
 
 
 def reproduce(
@@ -474,9 +532,18 @@ def reproduce(
     rtol: float = 1e-6,
     python: str | None = None,
     allow_partial: bool = False,
+    environment: str | None = None,
+    allow_mismatch: bool = False,
     on_progress: Callable[[str], None] | None = None,
+    source: Provenance | None = None,
 ) -> Report:
-    """Run the five steps on ``model``; never raises for the model's own problems (see Report)."""
+    """Run the five steps on ``model``; never raises for the model's own problems (see Report).
+
+    ``source``: where a model given as a URI came from; the report names it (not the folder it
+    was downloaded to) and carries its provenance.
+    ``environment`` (NAME[:VERSION]) runs them in a shared environment: no lock, the verify
+    step is its verdict for the model (exit 8 when not satisfied, unless ``allow_mismatch``),
+    predict and compare run there."""
     if env is None:
         from envbuild.envspec import read_env
 
@@ -488,7 +555,10 @@ def reproduce(
         rtol=rtol,
         python=python,
         allow_partial=allow_partial,
+        environment=environment,
+        allow_mismatch=allow_mismatch,
         on_progress=on_progress,
+        source=source,
     ).run()
 
 

@@ -120,6 +120,21 @@ def isolated_envbuild_cache(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def isolated_envbuild_home(tmp_path_factory: pytest.TempPathFactory):
+    """Tests never touch the user's registry of shared environments (envbuild's data folder)."""
+    import os
+
+    old = os.environ.get("ENVBUILD_HOME")
+    path = tmp_path_factory.mktemp("envbuild-home")
+    os.environ["ENVBUILD_HOME"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("ENVBUILD_HOME", None)
+    else:
+        os.environ["ENVBUILD_HOME"] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
 def portable_indexes():
     """Resolve against PyPI only. This machine's pip configuration adds local file:// indexes
     (/opt/pypi, /opt/wheels) that envbuild honours like any user's settings; a lock pointing at

@@ -25,6 +25,8 @@ COMMANDS = (
     "capture",
     "image",
     "reproduce",
+    "environments",
+    "check",
     "ci-template",
     "cache",
 )

@@ -111,15 +111,35 @@ def render(capture: Capture, changes: Changes, written: Written | None, shown_mo
     return "\n".join(lines)
 
 
+def _refuse_write(model: str) -> Exception:
+    from envbuild.errors import UsageError
+    from envbuild.sources.refs import shown
+
+    return UsageError(
+        f"{shown(model)}: capture --write rewrites the model's files, and this model is a "
+        "downloaded copy, kept read-only",
+        hint="run capture without --write to see what it would record, or download the model "
+        "into a folder of your own (mlflow artifacts download -u URI -d DIR), run capture "
+        "--write there and log that folder again",
+    )
+
+
 def run(args: argparse.Namespace, out: Output) -> int:
     from envbuild.capturing.engine import capture_model, compare
     from envbuild.capturing.writer import write_capture
+    from envbuild.cli.common import open_source
     from envbuild.cli.output import shown_path
     from envbuild.envspec import read_env
     from envbuild.errors import ModelError
     from envbuild.model import load_model
+    from envbuild.sources import is_uri
 
-    spec = load_model(args.model)
+    if args.write and is_uri(args.model) and not args.model.lower().startswith("file:"):
+        raise _refuse_write(args.model)  # before anything is downloaded
+    source = open_source(args, out)
+    if args.write and source.read_only:
+        raise _refuse_write(args.model)
+    spec = load_model(source.path)
     for warning in spec.warnings:
         out.warn(warning)
     try:

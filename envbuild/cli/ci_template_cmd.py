@@ -1,5 +1,6 @@
-"""Print a CI job (GitHub Actions or GitLab CI) that runs `envbuild reproduce` on model folders
-and publishes the JUnit report; ready to commit."""
+"""Print a CI job (GitHub Actions or GitLab CI) that runs `envbuild reproduce` on model folders or
+MLflow model URIs (models:/NAME@ALIAS: the tracking server and its credentials then come from the
+CI's secrets) and publishes the JUnit report; ready to commit."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         nargs="*",
         default=["model"],
         metavar="MODEL",
-        help="model folders, relative to the repository root (default: model)",
+        help="model folders, relative to the repository root, or MLflow URIs such as "
+        "models:/NAME@ALIAS (default: model)",
     )
     from envbuild.envs.base import REPRODUCE
     from envbuild.envs.registry import DEFAULT_KIND, kinds

@@ -1,10 +1,11 @@
 """Arguments several commands share, defined once, and the composition they share: the model
-argument turned into specs, and the environment built for it."""
+argument (a folder or an MLflow URI) turned into a source and its specs, and the environment built
+for it."""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -14,6 +15,13 @@ if TYPE_CHECKING:
     from envbuild.envspec import EnvSpec
     from envbuild.model import ModelSpec
     from envbuild.prepare import Prepared
+    from envbuild.sources import Source
+
+MODEL_HELP = (
+    "model folder (holding MLmodel), MLmodel file, or MLflow URI: runs:/RUN_ID/PATH, "
+    "models:/NAME/VERSION, models:/NAME@ALIAS, models:/NAME/latest, mlflow-artifacts:/..., "
+    "s3://... (needs envbuild[mlflow])"
+)
 
 
 def port(text: str) -> int:
@@ -53,8 +61,30 @@ def _integer(text: str, what: str) -> int:
 
 
 def add_model(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "model", metavar="MODEL", help="model folder (holding MLmodel) or MLmodel file"
+    """MODEL and the options that say where a model URI is looked up."""
+    parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    add_source_options(parser)
+
+
+def add_models(parser: argparse.ArgumentParser) -> None:
+    """One or more MODELs (``reproduce``), each a folder or a URI."""
+    parser.add_argument("models", nargs="+", metavar="MODEL", help=MODEL_HELP)
+    add_source_options(parser)
+
+
+def add_source_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model source (for a MODEL that is an MLflow URI)")
+    group.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow tracking server of runs:/ and models:/ URIs (default: $MLFLOW_TRACKING_URI; "
+        "credentials from MLflow's own variables, e.g. $MLFLOW_TRACKING_TOKEN)",
+    )
+    group.add_argument(
+        "--registry-uri",
+        metavar="URI",
+        help="MLflow model registry of models:/ URIs (default: $MLFLOW_REGISTRY_URI, else the "
+        "tracking server)",
     )
 
 
@@ -84,10 +114,26 @@ def say_kind(out: Output, choice: KindChoice | None) -> None:
         out.note(f"using --kind {choice.name}: {choice.reason} (--kind to choose another)")
 
 
+def add_environment(parser: argparse.ArgumentParser, *, group=None) -> None:
+    """``--environment NAME[:VERSION]`` (a named shared environment) and ``--allow-mismatch``."""
+    (group or parser).add_argument(
+        "--environment",
+        metavar="NAME[:VERSION]",
+        help="run in this shared environment (see `envbuild environments`) instead of the "
+        "model's own; refused (exit 8) unless it satisfies the model",
+    )
+    (group or parser).add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="with --environment: run even when it does not satisfy the model (a warning)",
+    )
+
+
 def add_build_options(parser: argparse.ArgumentParser, capability: str) -> None:
     """Options of every command that materializes the model's environment."""
     group = parser.add_argument_group("environment")
     add_kind(parser, capability, group=group)
+    add_environment(parser, group=group)
     group.add_argument(
         "--python",
         metavar="VERSION|PATH",
@@ -131,9 +177,13 @@ def add_build_options(parser: argparse.ArgumentParser, capability: str) -> None:
 
 def build_options(args: argparse.Namespace) -> BuildOptions:
     from envbuild.envs import BuildOptions
+    from envbuild.envs.registry import SHARED_KIND
 
+    environment = getattr(args, "environment", None)
     return BuildOptions(
-        kind=args.kind,
+        kind=SHARED_KIND if environment else args.kind,
+        environment=environment,
+        allow_mismatch=bool(getattr(args, "allow_mismatch", False)),
         python=args.python,
         strict_python=args.strict_python,
         install_python=args.install_python,
@@ -144,27 +194,85 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
     )
 
 
-def load_specs(args: argparse.Namespace) -> tuple[ModelSpec, EnvSpec]:
-    """The MODEL argument read into its two specs (stages 1 and 2)."""
+@dataclass(frozen=True)
+class Loaded:
+    """MODEL opened: where its folder is and came from (the source), and its two specs."""
+
+    source: Source
+    spec: ModelSpec
+    env: EnvSpec
+
+
+def open_source(
+    args: argparse.Namespace, out: Output | None = None, model: str | None = None
+) -> Source:
+    """MODEL (``args.model``, or ``model``) -> a :class:`~envbuild.sources.Source`: a folder is
+    used in place; a URI is resolved (an alias to its version, now) and downloaded into envbuild's
+    model cache once. The one place a command turns its MODEL argument into a folder."""
+    from envbuild.sources import open_model
+
+    source = open_model(
+        args.model if model is None else model,
+        tracking_uri=getattr(args, "tracking_uri", None),
+        registry_uri=getattr(args, "registry_uri", None),
+        on_progress=out.progress if out is not None else None,
+    )
+    if out is not None:
+        out.clear_progress()
+        if not source.provenance.is_local:
+            out.info(describe_source(source))
+    return source
+
+
+def describe_source(source: Source) -> str:
+    """One line saying what a URI resolved to: ``models:/iris@champion -> models:/iris/2``."""
+    from envbuild.cli.output import shown_path
+
+    p = source.provenance
+    parts = [p.uri]
+    if p.resolved_uri and p.resolved_uri != p.uri:
+        parts.append(f"-> {p.resolved_uri}")
+    if p.run_id and p.kind != "run":
+        parts.append(f"(run {p.run_id})")
+    where = p.registry_uri or p.tracking_uri
+    if where:
+        parts.append(f"on {where}")
+    state = "downloaded to" if source.downloaded else "cached in"
+    parts.append(f"{state} {shown_path(source.path)}")
+    return " ".join(parts)
+
+
+def load_source(
+    args: argparse.Namespace, out: Output | None = None, model: str | None = None
+) -> Loaded:
+    """MODEL opened (:func:`open_source`) and read into its two specs (stages 1 and 2)."""
     from envbuild.envspec import read_env
     from envbuild.model import load_model
 
-    spec = load_model(args.model)
-    return spec, read_env(spec)
+    source = open_source(args, out, model)
+    spec = load_model(source.path)
+    return Loaded(source, spec, read_env(spec))
+
+
+def load_specs(args: argparse.Namespace, out: Output | None = None) -> tuple[ModelSpec, EnvSpec]:
+    """The MODEL argument (a folder or a URI) read into its two specs (stages 1 and 2)."""
+    loaded = load_source(args, out)
+    return loaded.spec, loaded.env
 
 
 def prepare(args: argparse.Namespace, out: Output, capability: str) -> Prepared:
-    """Build (or reuse) the model's environment, showing progress on a terminal."""
+    """Build (or reuse) the model's environment, showing progress on a terminal; the result
+    carries the model's provenance and how its kind was chosen (for ``--json``)."""
     from envbuild.envs.registry import choose_kind
     from envbuild.prepare import prepare as _prepare
 
-    spec, env = load_specs(args)
+    loaded = load_source(args, out)
     options = build_options(args)
-    choice = choose_kind(env, options.kind, capability, options)
+    choice = choose_kind(loaded.env, options.kind, capability, options)
     say_kind(out, choice)
     options = replace(options, kind=choice.name)
-    prepared = replace(_prepare(spec, env, options, on_progress=out.progress), kind=choice)
+    prepared = _prepare(loaded.spec, loaded.env, options, on_progress=out.progress)
     out.clear_progress()
     for warning in prepared.warnings:
         out.warn(warning)
-    return prepared
+    return replace(prepared, source=loaded.source.provenance, kind=choice)

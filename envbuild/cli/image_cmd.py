@@ -9,12 +9,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from envbuild.cli.common import add_json, add_kind, add_model
+from envbuild.cli.common import add_environment, add_json, add_kind, add_model
 from envbuild.envs.base import IMAGE
 
 if TYPE_CHECKING:
     from envbuild.cli.output import Output
+    from envbuild.envspec import EnvSpec
     from envbuild.image import ImageResult
+    from envbuild.lock.select import LockChoice
+    from envbuild.model import ModelSpec
+    from envbuild.shared.use import Selected
+    from envbuild.sources import Provenance
 
 HELP = "build a Docker image that serves the model"
 
@@ -77,11 +82,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--no-cache", action="store_true", help="build without the engine's layer cache"
     )
     add_kind(parser, IMAGE)
+    add_environment(parser)
     add_json(parser)
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from envbuild.cli.common import load_specs
+    from envbuild.cli.common import load_source
     from envbuild.image import (
         ImageOptions,
         ImageResult,
@@ -102,13 +108,26 @@ def run(args: argparse.Namespace, out: Output) -> int:
         offline=args.offline,
         kind=args.kind,
     )
-    spec, env = load_specs(args)
-    from envbuild.cli.common import say_kind
-    from envbuild.envs.registry import choose_kind
+    loaded = load_source(args, out)
+    spec, env = loaded.spec, loaded.env
+    source = loaded.source.provenance
+    lock, shared = None, None
+    if args.environment:
+        from envbuild.image.shared import environment_labels
 
-    choice = choose_kind(env, args.kind, IMAGE)
-    say_kind(out, choice)
-    plan = plan_image(spec, env, replace(options, kind=choice.name), on_progress=out.progress)
+        shared = _shared(args, out, env)
+        if shared.record.image_id is not None:
+            return _on_shared_image(args, out, spec, shared)
+        lock = _shared_lock(shared)
+        options = replace(options, labels={**environment_labels(shared.record), **options.labels})
+    else:
+        from envbuild.cli.common import say_kind
+        from envbuild.envs.registry import choose_kind
+
+        choice = choose_kind(env, args.kind, IMAGE)
+        say_kind(out, choice)
+        options = replace(options, kind=choice.name)
+    plan = plan_image(spec, env, options, lock=lock, source=source, on_progress=out.progress)
     out.clear_progress()
     for warning in plan.warnings:
         out.warn(warning)
@@ -119,7 +138,90 @@ def run(args: argparse.Namespace, out: Output) -> int:
         )
     else:
         result = build_image(plan, nocache=args.no_cache, on_progress=out.progress)
-    out.result(result.to_dict(), lambda: _text(result))
+    data = {**result.to_dict(), "source": source.to_dict()}
+    if shared is not None:
+        data["shared_environment"] = shared.to_dict()
+    out.result(data, lambda: _text(result, source))
+    return 0
+
+
+def _shared(args: argparse.Namespace, out: Output, env: EnvSpec) -> Selected:
+    """``--environment``: the shared environment, refused (exit 8) unless it satisfies the
+    model or ``--allow-mismatch``."""
+    from envbuild.envs.registry import SHARED_KIND
+    from envbuild.errors import UsageError
+    from envbuild.shared.names import parse_ref
+    from envbuild.shared.use import select
+
+    selected = select(
+        env, parse_ref(args.environment), SHARED_KIND, allow_mismatch=args.allow_mismatch
+    )
+    for warning in selected.warnings:
+        out.warn(warning)
+    if selected.record.image_id is None and selected.record.lock is None:
+        raise UsageError(
+            f"{selected.record.ref} is a registered prefix: it has no lock and no image to build "
+            "an image from",
+            field="--environment",
+            hint="create the environment from models, a requirements file or a lock (its lock "
+            "is then what the image installs), or register an image",
+        )
+    return selected
+
+
+def _shared_lock(shared: Selected) -> LockChoice:
+    """The lock a shared environment was built from, as the image's lock."""
+    from envbuild.lock.pylock import read_lock
+    from envbuild.lock.select import LockChoice
+
+    assert shared.record.lock_path is not None
+    return LockChoice(read_lock(shared.record.lock_path), "environment")
+
+
+def _on_shared_image(
+    args: argparse.Namespace, out: Output, spec: ModelSpec, shared: Selected
+) -> int:
+    """An image environment: FROM its image, plus the runner and the model."""
+    from envbuild.errors import UsageError
+    from envbuild.image import parse_labels
+    from envbuild.image.shared import (
+        SharedImageResult,
+        build_on_environment,
+        plan_on_environment,
+        write_shared_context,
+    )
+
+    for flag, value in (
+        ("--base-image", args.base_image),
+        ("--python", args.python),
+        ("--platform", args.platform),
+        ("--ca-cert", args.ca_cert),
+    ):
+        if value:
+            raise UsageError(
+                f"{flag} does not apply: {shared.record.ref} is an image, used as it is",
+                field=flag,
+            )
+    plan = plan_on_environment(spec, shared.record, tag=args.tag, labels=parse_labels(args.label))
+    if args.context is not None:
+        folder = write_shared_context(plan, args.context)
+        result = SharedImageResult(plan, None, None, False, 0.0, context=folder)
+    else:
+        result = build_on_environment(plan, nocache=args.no_cache, on_progress=out.progress)
+
+    def text() -> str:
+        if result.context is not None:
+            return f"context   {result.context}\nbuild     docker build -t IMAGE {result.context}"
+        return "\n".join(
+            [
+                f"image     {plan.tag}  ({_size(result.size)}, built in {result.seconds:.1f} s)",
+                f"id        {result.image_id}",
+                f"base      {shared.record.ref}: {shared.record.image}  ({plan.base_image})",
+                f"run       docker run --rm -p 8080:8080 {plan.tag}",
+            ]
+        )
+
+    out.result({**result.to_dict(), "shared_environment": shared.to_dict()}, text)
     return 0
 
 
@@ -134,13 +236,12 @@ def _size(size: int | None) -> str:
     return f"{size / 1e6:.0f} MB" if size else "-"
 
 
-def _text(result: ImageResult) -> str:
+def _text(result: ImageResult, source: Provenance | None = None) -> str:
     plan = result.plan
-    lock = (
-        f"the model's {plan.lock.path.name if plan.lock.path else 'lock'}"
-        if plan.lock_source == "model"
-        else f"resolved for {plan.platform.name}, cached"
-    )
+    lock = {
+        "model": f"the model's {plan.lock.path.name if plan.lock.path else 'lock'}",
+        "environment": "the shared environment's lock",
+    }.get(plan.lock_source, f"resolved for {plan.platform.name}, cached")
     ca = f"{plan.ca_cert} (from {plan.ca_source}, build stage only)" if plan.ca_cert else "-"
     rows = []
     if result.context is not None:
@@ -155,6 +256,9 @@ def _text(result: ImageResult) -> str:
             f"image     {plan.tag}  ({_size(result.size)}, built in {result.seconds:.1f} s, {cache})"
         )
         rows.append(f"id        {result.image_id}")
+    if source is not None and not source.is_local:
+        resolved = f" -> {source.resolved_uri}" if source.resolved_uri != source.uri else ""
+        rows.append(f"model     {source.uri}{resolved}")
     python = _base_python(result) if plan.base is None else f"Python from the {plan.base.name} lock"
     rows += [
         f"base      {plan.base_image}  ({python}, {plan.platform.name})",

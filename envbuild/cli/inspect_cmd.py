@@ -10,6 +10,7 @@ from envbuild.cli.common import add_json, add_model
 if TYPE_CHECKING:
     from envbuild.cli.output import Output
     from envbuild.inspection import Inspection
+    from envbuild.sources import Provenance
 
 HELP = "summarize a model folder and its environment"
 
@@ -19,9 +20,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_json(parser)
 
 
-def render(report: Inspection) -> str:
+def render(report: Inspection, source: Provenance | None = None) -> str:
+    from envbuild.cli.output import source_lines
+
     data = report.to_dict()
     lines = [f"model        {data['path']}"]
+    if source is not None:
+        lines += source_lines(source)
     lines.append(f"flavors      {', '.join(data['flavors'])}")
     lines.append(f"loader       {data['loader_module'] or '-'}")
     py = data["python"]
@@ -68,10 +73,13 @@ def render(report: Inspection) -> str:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
+    from envbuild.cli.common import open_source
     from envbuild.inspection import inspect_model
 
-    report = inspect_model(args.model)
+    source = open_source(args, out)
+    report = inspect_model(source.path)
     for warning in report.warnings:
         out.warn(warning)
-    out.result(report.to_dict(), lambda: render(report))
+    data = {**report.to_dict(), "source": source.provenance.to_dict()}
+    out.result(data, lambda: render(report, source.provenance))
     return 0

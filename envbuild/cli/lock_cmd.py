@@ -13,7 +13,10 @@ from envbuild.cli.common import add_json, add_kind, add_model
 from envbuild.envs.base import LOCK
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from envbuild.cli.output import Output
+    from envbuild.sources import Source
 
 HELP = "pin every package, with hashes, into a PEP 751 pylock.toml"
 
@@ -24,8 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "-o",
         "--output",
         metavar="PATH",
-        help="lock file to write or check (default: MODEL/pylock.toml); with --kind conda, "
-        "the folder of both files (default: MODEL)",
+        help="lock file to write or check (default: MODEL/pylock.toml); with --kind conda, the "
+        "folder of both files (default: MODEL). For a MODEL URI, the downloaded copy stays "
+        "read-only and the locks go to envbuild's cache",
     )
     parser.add_argument(
         "--python",
@@ -102,20 +106,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_json(parser)
 
 
+def lock_folder(args: argparse.Namespace, source: Source, files: tuple[Path, ...]) -> Path | None:
+    """Where the kind's lock files go when ``-o`` does not say; None: the model folder.
+
+    A downloaded model (a URI) is never written into: ``lock`` writes into its cache entry, and
+    ``--check`` checks the locks the model was logged with, else the ones ``lock`` wrote.
+    """
+    if args.output is not None or not source.read_only or source.cache_entry is None:
+        return None
+    if args.check and files and all(f.is_file() for f in files):
+        return None
+    return source.cache_entry
+
+
 def run(args: argparse.Namespace, out: Output) -> int:
-    from envbuild.cli.common import load_specs, say_kind
+    from envbuild.cli.common import load_source, say_kind
     from envbuild.cli.output import shown_path
-    from envbuild.envs.base import LOCK
     from envbuild.envs.registry import choose_kind, locking_backend
     from envbuild.lock.request import LockRequest
 
-    spec, env = load_specs(args)
+    loaded = load_source(args, out)
+    spec, env, source = loaded.spec, loaded.env, loaded.source
     for warning in (*spec.warnings, *env.warnings):
         out.warn(warning)
     choice = choose_kind(env, args.kind, LOCK)
     say_kind(out, choice)
+    locker = locking_backend(choice.name)
+    folder = lock_folder(args, source, locker.lock_files(spec))
     request = LockRequest(
         output=args.output,
+        folder=str(folder) if folder is not None else None,
         python=args.python,
         platforms=tuple(args.platforms or ()),
         as_of=args.as_of,
@@ -128,14 +148,23 @@ def run(args: argparse.Namespace, out: Output) -> int:
         override_channels=args.override_channels,
         cuda=args.cuda,
     )
-    result = locking_backend(choice.name).lock(
-        spec, env, request, check=args.check, on_progress=out.progress
-    )
+    result = locker.lock(spec, env, request, check=args.check, on_progress=out.progress)
     for warning in result.warnings:
         out.warn(warning)
     data = result.to_dict()
     data["checked"] = bool(args.check)
     data["kind"] = choice.name
     data["kind_reason"] = choice.reason
-    out.result(data, lambda: "\n".join(result.summary(checked=args.check, shown=shown_path)))
+    data["source"] = source.provenance.to_dict()
+
+    def text() -> str:
+        lines = result.summary(checked=args.check, shown=shown_path)
+        if folder is not None and not args.check:
+            lines.append(
+                f"{source.provenance.uri} is a downloaded copy, kept read-only: the lock is in "
+                "envbuild's cache, beside it (-o PATH writes it elsewhere)"
+            )
+        return "\n".join(lines)
+
+    out.result(data, text)
     return 0

@@ -12,10 +12,13 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from envbuild.errors import EnvbuildError, ExitCode
 from envbuild.redact import redact
+
+if TYPE_CHECKING:
+    from envbuild.sources import Provenance
 
 
 def shown_path(path: object) -> str:
@@ -26,6 +29,22 @@ def shown_path(path: object) -> str:
     except ValueError:
         return text
     return rel if not rel.startswith("..") and len(rel) < len(text) else text
+
+
+def source_lines(source: Provenance) -> list[str]:
+    """Where a model given as a URI came from (nothing for a folder: its path says it)."""
+    if source.is_local:
+        return []
+    resolved = source.resolved_uri if source.resolved_uri not in (None, source.uri) else None
+    moving = "  (resolved now)" if source.moving else ""
+    lines = [f"source       {source.uri}" + (f" -> {resolved}" if resolved else "") + moving]
+    if source.registered_name:
+        lines.append(f"registered   {source.registered_name} version {source.version or '-'}")
+    if source.tracking_uri:
+        lines.append(f"tracking     {source.tracking_uri}")
+    if source.registry_uri and source.registry_uri != source.tracking_uri:
+        lines.append(f"registry     {source.registry_uri}")
+    return lines
 
 
 class Output:

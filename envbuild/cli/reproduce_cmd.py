@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from envbuild.cli.common import add_json, add_kind, tolerance
+from envbuild.cli.common import add_environment, add_json, add_kind, add_models, tolerance
 from envbuild.envs.base import REPRODUCE
 
 if TYPE_CHECKING:
@@ -20,8 +20,9 @@ MARK = {"passed": "ok  ", "failed": "FAIL", "skipped": "skip"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("models", nargs="+", metavar="MODEL", help="model folder(s)")
+    add_models(parser)
     add_kind(parser, REPRODUCE)
+    add_environment(parser)
     parser.add_argument(
         "--tolerance",
         type=tolerance,
@@ -45,7 +46,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def render(report: Report) -> str:
+    from envbuild.cli.output import source_lines
+
     lines = [f"reproduce {report.model} ({report.kind})"]
+    if report.source is not None:
+        lines += [f"  {line}" for line in source_lines(report.source)]
     for step in report.steps:
         line = f"  {MARK[step.status]} {step.name:<8} {step.seconds:6.1f} s"
         if step.message:
@@ -77,19 +82,30 @@ def render(report: Report) -> str:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
+    from envbuild.cli.common import open_source
     from envbuild.junit import write_junit
     from envbuild.model import load_model
     from envbuild.reproduction import reproduce
 
+    if args.environment:  # an unknown name is a usage error before any step runs
+        from envbuild.shared.names import parse_ref
+        from envbuild.shared.store import Registry
+
+        Registry.default().get(parse_ref(args.environment))
     reports = []
     for model in args.models:
-        spec = load_model(model)  # a model that cannot be read at all is exit 2
+        # a model that cannot be read at all is exit 2, one that cannot be reached exit 3
+        source = open_source(args, out, model)
+        spec = load_model(source.path)
         report = reproduce(
             spec,
+            source=source.provenance,
             kind=args.kind,
             rtol=args.tolerance,
             python=args.python,
             allow_partial=args.allow_partial,
+            environment=args.environment,
+            allow_mismatch=args.allow_mismatch,
             on_progress=out.progress,
         )
         out.clear_progress()

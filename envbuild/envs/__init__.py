@@ -2,7 +2,9 @@
 
 ``base.py`` defines the protocol (:class:`Backend`, :class:`Environment`, :class:`BuildOptions`,
 :class:`Plan`); ``registry.py`` maps kind names to backends (``venv.py``, ``local.py``,
-``docker.py``, ``conda.py``) and makes the automatic choice; ``process.py`` and ``container.py`` run envbuild's runner inside an environment.
+``docker.py``, ``conda.py``, ``shared.py``: a named shared environment, chosen by
+``--environment``) and makes the automatic choice; ``process.py`` and ``container.py`` run
+envbuild's runner inside an environment.
 See docs/architecture.md for how to add a kind.
 """
 

@@ -71,6 +71,8 @@ class BuildOptions:
     offline: bool = False
     accelerator: str | None = None
     package_scripts: bool = False  # conda: run the packages' link and activation scripts
+    environment: str | None = None  # NAME[:VERSION] of a shared environment (the shared kind)
+    allow_mismatch: bool = False  # run there even when it does not satisfy the model
 
 
 @dataclass(frozen=True)
@@ -166,8 +168,9 @@ class Environment(ABC):
         InputDataError or ModelRunError."""
 
     @abstractmethod
-    def info(self, model: ModelSpec) -> dict[str, Any]:
-        """The runner's ``info``: the Python, marker values and installed distributions."""
+    def info(self, model: ModelSpec | None = None) -> dict[str, Any]:
+        """The runner's ``info``: the Python, marker values and installed distributions (no
+        model is needed: a shared environment is described before any model runs in it)."""
 
     @abstractmethod
     def serve(

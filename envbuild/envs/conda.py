@@ -240,7 +240,7 @@ class CondaBackend:
             base.target(python_from_model=options.python is None),
             _interpreter(base, where),
             base.warnings,
-            {"conda": base},
+            {"conda_lock": base.to_dict()},  # reported (env --json); the lock is target.base
         )
 
     def build(
@@ -255,8 +255,11 @@ class CondaBackend:
     ) -> CondaEnvironment:
         from envbuild.conda.channels import resolve_channels
         from envbuild.conda.install import build_env
+        from envbuild.lock.conda import CondaBase
 
-        base: CondaBase = plan.details["conda"]
+        base = plan.target.base if plan.target is not None else None
+        if not isinstance(base, CondaBase):
+            raise UsageError("the conda kind builds from the plan its own plan() made")
         if lock is None:
             raise UsageError("the conda kind needs the pip half's lock")
         if on_progress:
@@ -327,8 +330,9 @@ class CondaBackend:
             as_of=parse_as_of(request.as_of, model),
             offline=request.offline,
         )
+        folder = request.output or request.folder
         if check:
-            return check_conda_model(model, env, conda_request, folder=request.output)
+            return check_conda_model(model, env, conda_request, folder=folder)
         from envbuild.indexes import configure
 
         indexes = configure(
@@ -342,7 +346,7 @@ class CondaBackend:
             model,
             env,
             conda_request,
-            output=request.output,
+            output=folder,
             indexes=indexes,
             on_progress=on_progress,
         )

@@ -127,10 +127,11 @@ class ContainerEnvironment(Environment):
     """An image of the model: the runner runs in throwaway containers of ``image``."""
 
     image: str = ""
+    model_dir: str = layout.MODEL_DIR  # where the image holds the model (another on a shared image)
 
     def _run(
         self,
-        model: ModelSpec,
+        model: ModelSpec | None,
         command: list[str],
         *,
         input_file: tuple[Path, str] | None = None,
@@ -147,7 +148,7 @@ class ContainerEnvironment(Environment):
             command,
             network_mode="none",
             labels={layout.ROLE_LABEL: command[0]},
-            environment=_passed_env() | mlmodel_variables(model),
+            environment=_passed_env() | (mlmodel_variables(model) if model else {}),
         )
         try:
             source, name = input_file or (None, "")
@@ -171,10 +172,9 @@ class ContainerEnvironment(Environment):
             container.remove(force=True)
         return _Ran(code, stdout, stderr, result)
 
-    @staticmethod
-    def _predict_command(data: ModelInput, name: str, chunk_rows: int | None) -> list[str]:
+    def _predict_command(self, data: ModelInput, name: str, chunk_rows: int | None) -> list[str]:
         args = predict_args(
-            layout.MODEL_DIR, data, f"{layout.IO_DIR}/output", chunk_rows, f"{layout.IO_DIR}/{name}"
+            self.model_dir, data, f"{layout.IO_DIR}/output", chunk_rows, f"{layout.IO_DIR}/{name}"
         )
         return ["predict", *args]
 
@@ -217,8 +217,8 @@ class ContainerEnvironment(Environment):
             return
         raise runner_error(ran.code, ran.stderr.decode(errors="replace"))
 
-    def info(self, model: ModelSpec) -> dict[str, Any]:
-        ran = self._run(model, ["info", "--model", layout.MODEL_DIR])
+    def info(self, model: ModelSpec | None = None) -> dict[str, Any]:
+        ran = self._run(model, ["info", "--model", self.model_dir])
         try:
             if ran.code != 0:
                 raise ValueError
@@ -241,7 +241,7 @@ class ContainerEnvironment(Environment):
         """The image's server in the foreground; returns its exit code. Host networking:
         ``host``/``port`` are where it listens, as with a venv."""
         streams = streams or StdStreams()
-        command = ["serve", "--model", layout.MODEL_DIR, "--host", host, "--port", str(port)]
+        command = ["serve", "--model", self.model_dir, "--host", host, "--port", str(port)]
         if workers:
             command += ["--workers", str(workers)]
         engine = client()
@@ -253,7 +253,7 @@ class ContainerEnvironment(Environment):
             environment=_passed_env() | mlmodel_variables(model),
             name=f"envbuild-serve-{uuid.uuid4().hex[:12]}",
             healthcheck={
-                "test": ["CMD", *layout.ping_command(port)],
+                "test": ["CMD", *layout.ping_command(port, str(self.python))],
                 "interval": 10 * 10**9,
                 "timeout": 5 * 10**9,
                 "start_period": 60 * 10**9,

@@ -121,12 +121,12 @@ class ProcessEnvironment(Environment):
         if done.returncode != 0:
             raise runner_error(done.returncode, done.stderr, done.log_path)
 
-    def info(self, model: ModelSpec) -> dict[str, Any]:
+    def info(self, model: ModelSpec | None = None) -> dict[str, Any]:
         done = proc.run(
             self.runner_argv("info"),
             what="listing the environment's distributions",
             error=ModelRunError,
-            env=self.run_env() | mlmodel_variables(model),
+            env=self.run_env() | (mlmodel_variables(model) if model else {}),
         )
         try:
             data = json.loads(done.stdout)

@@ -63,9 +63,16 @@ KINDS: dict[str, Kind] = {
             frozenset({ENV, PREDICT, SERVE, REPRODUCE}),
             locks="venv",
         ),
+        Kind(
+            "shared",
+            "envbuild.envs.shared:SharedBackend",
+            "a named shared environment, chosen with --environment NAME[:VERSION]",
+            frozenset(),  # never a --kind choice: --environment selects it
+        ),
     )
 }
 DEFAULT_KIND = "venv"
+SHARED_KIND = "shared"  # what --environment NAME[:VERSION] runs in
 
 
 def kinds(capability: str | None = None) -> tuple[str, ...]:

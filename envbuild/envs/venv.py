@@ -79,10 +79,15 @@ def build_venv(
     started = time.monotonic()
 
     def build(tmp: Path) -> dict[str, str]:
-        if installer == "uv":
-            _build_with_uv(tmp, lock, interpreter, compile_bytecode, offline, on_line)
-        else:
-            _build_with_pip(tmp, lock, interpreter, compile_bytecode, on_line)
+        install_venv(
+            tmp,
+            lock,
+            interpreter,
+            installer=installer,
+            compile_bytecode=compile_bytecode,
+            offline=offline,
+            on_line=on_line,
+        )
         return {
             "lock_digest": lock.digest,
             "interpreter": interpreter.path,
@@ -104,6 +109,26 @@ def build_venv(
             "base_python": interpreter.path,
         },
     )
+
+
+def install_venv(
+    folder: Path,
+    lock: Lock,
+    interpreter: Interpreter,
+    *,
+    installer: str = "uv",
+    compile_bytecode: bool = False,
+    offline: bool = False,
+    on_line: Callable[[str], None] | None = None,
+) -> None:
+    """Create a relocatable virtualenv in ``folder`` holding exactly ``lock``: the cache's
+    builds, and the shared environments envbuild builds into its registry."""
+    if installer not in INSTALLERS:
+        raise BuildError(f"unknown installer {installer!r} (expected uv or pip)")
+    if installer == "uv":
+        _build_with_uv(folder, lock, interpreter, compile_bytecode, offline, on_line)
+    else:
+        _build_with_pip(folder, lock, interpreter, compile_bytecode, on_line)
 
 
 def venv_environment(
@@ -305,19 +330,21 @@ class VenvBackend:
     ) -> PipLocks:
         """``envbuild lock``: the model's ``pylock.toml`` (or ``-o``), written or checked."""
         from envbuild.lock import check_lock, lock_model
+        from envbuild.lock.pylock import PYLOCK_NAME
         from envbuild.lock.request import PipLocks
 
         platforms = request.platforms or None
+        output = request.output
+        if output is None and request.folder is not None:
+            output = str(Path(request.folder) / PYLOCK_NAME)
         if check:
             return PipLocks(
-                check_lock(
-                    model, request.output, python=request.python, platforms=platforms, env=env
-                )
+                check_lock(model, output, python=request.python, platforms=platforms, env=env)
             )
         return PipLocks(
             lock_model(
                 model,
-                output=request.output,
+                output=output,
                 python=request.python,
                 platforms=platforms,
                 accelerator=request.accelerator,

@@ -58,6 +58,10 @@ def model_files(root: Path) -> Iterator[tuple[str, Path, bool]]:
             if entry.is_symlink() and not target.exists():
                 raise ModelError(f"symlink {name} is dangling", path=root)
             if target.is_dir():
+                if entry.name == "__pycache__":
+                    # bytecode Python wrote when the model's code ran (also in a downloaded,
+                    # read-only copy): not the model; MLflow leaves it out when logging code too
+                    continue
                 walk(path, f"{name}/")
             elif target.is_file():
                 mode = target.stat().st_mode

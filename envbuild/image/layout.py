@@ -11,6 +11,9 @@ RUNTIME_DIR = f"{ENVBUILD_DIR}/runtime"  # envbuild's runtime (standard library 
 RUNNER = f"{RUNTIME_DIR}/runner.py"
 LOCK_PATH = f"{ENVBUILD_DIR}/pylock.toml"
 MODEL_DIR = "/opt/model"
+# a model on a shared environment's image: beside the runtime, so that an image that already
+# holds a model (an envbuild image registered as a shared environment) keeps it apart
+SHARED_MODEL_DIR = f"{ENVBUILD_DIR}/model"
 HOME = "/home/envbuild"
 UID = 10001  # the non-root user the image runs as (also its group id)
 USER = "envbuild"
@@ -21,12 +24,12 @@ LABEL_PREFIX = "envbuild"
 REUSE_REPOSITORY = "envbuild"  # envbuild/<model>:<lock12>-<model12>, the --kind docker tag
 
 
-def ping_command(port: int = PORT) -> list[str]:
+def ping_command(port: int = PORT, python: str = PYTHON) -> list[str]:
     """The health check: slim images have no curl, so Python asks /ping."""
     probe = (
         f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/ping', timeout=4)"
     )
-    return [PYTHON, "-c", probe]
+    return [python, "-c", probe]
 
 
 def template_values() -> dict[str, str]:

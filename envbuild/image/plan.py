@@ -46,6 +46,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from envbuild.__about__ import __version__
 from envbuild.envspec import EnvSpec, virtualenv_warnings
@@ -56,6 +57,9 @@ from envbuild.lock.pylock import Lock
 from envbuild.lock.select import LockChoice, select_lock
 from envbuild.model import ModelSpec
 from envbuild.target import BaseLock, Platform, Target, model_python, parse_platform
+
+if TYPE_CHECKING:
+    from envbuild.sources import Provenance
 
 UV_SOURCES = ("auto", "binary", "pip")
 # index settings the build stage may need (for credentials): uv's for the install, pip's for
@@ -291,18 +295,23 @@ def image_labels(
     base_image: str,
     tag: str,
     extra: Mapping[str, str],
+    source: Provenance | None = None,
     base: BaseLock | None = None,
 ) -> dict[str, str]:
-    """OCI annotations plus envbuild's own (model, lock, version); ``--label`` wins on conflict.
+    """OCI annotations plus envbuild's own (model, lock, version, and for a model URI where it
+    came from: ``envbuild.model.uri``, ``.registered-name``, ``.version``, ``.run-id``, the
+    tracking server without credentials); ``--label`` wins on conflict.
 
     No ``org.opencontainers.image.created``: a build time in the Dockerfile would make every
     rebuild differ; the engine records the image's creation time anyway.
     """
     version = tag.rsplit(":", 1)[1] if ":" in tag.rsplit("/", 1)[-1] else "latest"
+    remote = source is not None and not source.is_local
+    name = (source.registered_name or source.uri) if source is not None and remote else None
     labels = {
         "org.opencontainers.image.title": repository_name(spec),
-        "org.opencontainers.image.description": f"MLflow model {spec.path.name} served by "
-        f"envbuild (flavors: {', '.join(spec.flavor_names)})",
+        "org.opencontainers.image.description": f"MLflow model {name or spec.path.name} served "
+        f"by envbuild (flavors: {', '.join(spec.flavor_names)})",
         "org.opencontainers.image.version": version,
         "org.opencontainers.image.base.name": base_image,
         f"{LABEL_PREFIX}.version": __version__,
@@ -318,6 +327,8 @@ def image_labels(
         labels[f"{LABEL_PREFIX}.model.run-id"] = spec.run_id
     if spec.mlflow_version:
         labels[f"{LABEL_PREFIX}.model.mlflow-version"] = spec.mlflow_version
+    if source is not None:
+        labels.update(source.labels())
     labels.update(extra)
     return labels
 
@@ -354,12 +365,14 @@ def plan_image(
     options: ImageOptions | None = None,
     *,
     lock: LockChoice | None = None,
+    source: Provenance | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> ImagePlan:
     """Decide everything about the image (lock, base, tag, labels, build inputs); no Docker.
 
     ``lock`` installs exactly that lock (``reproduce``) instead of choosing one; it must cover
-    the target platform.
+    the target platform. ``source`` (a model URI's provenance) is recorded in the labels only:
+    the default tag stays keyed by the lock and the model's files.
     """
     from envbuild.envs.base import IMAGE
     from envbuild.envs.registry import DEFAULT_KIND, choose_kind, imaging_backend
@@ -410,7 +423,7 @@ def plan_image(
         platform_given=bool(options.platform),
         tag=tag,
         model_digest=digest,
-        labels=image_labels(model, lk, digest, base, tag, options.labels, base_lock),
+        labels=image_labels(model, lk, digest, base, tag, options.labels, source, base_lock),
         ca_cert=ca_cert,
         ca_source=ca_source,
         uv_binary=uv_binary,

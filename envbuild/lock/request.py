@@ -19,6 +19,8 @@ class LockRequest:
     """The options of ``envbuild lock``; each kind uses those that apply to it."""
 
     output: str | None = None  # -o: the pip lock file (venv), the folder of both (conda)
+    folder: str | None = None  # without -o: where the lock files go (None: the model folder;
+    # a downloaded model's cache entry, which keeps the model itself read-only)
     python: str | None = None
     platforms: tuple[str, ...] = ()
     accelerator: str | None = None

@@ -4,6 +4,7 @@ Layout (under envbuild's cache, :func:`envbuild.cache.cache_root`)::
 
     models/KEY/model/                   the MLflow model folder, as downloaded (files read-only)
     models/KEY/.envbuild-complete.json  the marker, written last: key, layout, identity, reference
+    models/KEY/pylock.toml              what `envbuild lock URI` resolved for it (never in model/)
     models/KEY.lock                     serializes downloads of KEY (a file lock)
     models/.tmp-KEY-*                   a download in progress (or killed: removed by the next one)
 
@@ -98,6 +99,30 @@ def _entry(path: Path) -> Entry:
         folder=path / MODEL_DIR,
         reference=reference if isinstance(reference, dict) else {},
     )
+
+
+def entry_holding(path: Path, *, root: Path | None = None) -> Path | None:
+    """The finished entry whose model folder holds ``path`` (a downloaded model given by its
+    path, as envbuild's own messages show it), or None. Such a folder is as read-only as when
+    it is given by its URI."""
+    base = ((root or cache_root()) / KIND).resolve()
+    try:
+        rel = Path(os.path.realpath(path)).relative_to(base)
+    except ValueError:
+        return None
+    if len(rel.parts) < 2 or rel.parts[1] != MODEL_DIR:
+        return None
+    entry = base / rel.parts[0]
+    return entry if is_finished(entry, rel.parts[0]) else None
+
+
+def lock_file(entry: Path) -> Path:
+    """Where ``envbuild lock URI`` writes the lock it resolves for a downloaded model: in the
+    entry, beside the read-only model folder (whose files and digest stay as downloaded), so it
+    goes away with the entry."""
+    from envbuild.lock.pylock import PYLOCK_NAME
+
+    return entry / PYLOCK_NAME
 
 
 def make_read_only(folder: Path) -> tuple[int, int]:

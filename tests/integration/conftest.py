@@ -6,6 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.mlflow_server import (  # noqa: F401 - session fixtures for every module
+    captured,
+    mlflow_server,
+    registry,
+)
+
 
 @pytest.fixture(scope="session")
 def sklearn_iris_model(tmp_path_factory: pytest.TempPathFactory) -> Path:

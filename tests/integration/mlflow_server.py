@@ -1,9 +1,13 @@
 """A real ``mlflow server`` for the tests (SQLite backend, local artifact destination, loopback).
 
-``from tests.integration.mlflow_server import mlflow_server`` makes the session fixture available
-in a test module; :func:`start_server` starts another one a test may stop itself. Models are logged
-to it with the real MLflow client, inside :func:`tracking_to` (which restores MLflow's process-wide
-tracking URI afterwards, so other tests keep their own).
+The session fixtures ``mlflow_server`` (the server), ``registry`` (NAME's versions 1 and 2, alias
+``champion`` -> 1) and ``captured`` (a model logged inside ``envbuild.capture()``: with its lock and
+expected output) are registered in ``tests/integration/conftest.py``, so every test module shares
+one server and one set of registered models (the server's start is slow). Tests that change the
+registry (move an alias) use registered names of their own. :func:`start_server` starts another
+server a test may stop itself. Models are logged with the real MLflow client, inside
+:func:`tracking_to` (which restores MLflow's process-wide tracking URI afterwards, so other tests
+keep their own).
 """
 
 from __future__ import annotations
@@ -135,6 +139,51 @@ def tracking_to(url: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
 
+NAME = "iris-src"  # the registered model of the ``registry`` fixture
+CAPTURED = "iris-captured"  # the registered model of the ``captured`` fixture
+
+
+@dataclass(frozen=True)
+class Logged:
+    run_id: str
+    model_id: str | None
+
+
+@dataclass(frozen=True)
+class Registry:
+    server: MlflowServer
+    v1: Logged  # version 1 of NAME, alias `champion`
+    v2: Logged  # version 2 of NAME (the latest)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+def iris():
+    from sklearn.datasets import load_iris
+
+    return load_iris(return_X_y=True, as_frame=True)
+
+
+def log_iris(c: float, registered_name: str | None = None, name: str = "model") -> Logged:
+    """Log (and optionally register) a LogisticRegression with MLflow's own client."""
+    import mlflow
+    import mlflow.sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = iris()
+    with mlflow.start_run() as run:
+        info = mlflow.sklearn.log_model(
+            LogisticRegression(C=c, max_iter=500).fit(x, y),
+            name=name,
+            input_example=x.head(3),
+            pip_requirements=["scikit-learn"],  # no inference subprocess: faster, same files
+            registered_model_name=registered_name,
+        )
+    return Logged(run_id=run.info.run_id, model_id=getattr(info, "model_id", None))
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """One tracking server with a model registry for the whole session."""
@@ -144,3 +193,34 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(mlflow_server: MlflowServer) -> Registry:
+    """NAME's version 1 (C=1) with the alias ``champion`` and version 2 (C=0.01, the latest)."""
+    from mlflow import MlflowClient
+
+    with tracking_to(mlflow_server.url):
+        v1 = log_iris(1.0, NAME)
+        v2 = log_iris(0.01, NAME)
+    MlflowClient(mlflow_server.url, mlflow_server.url).set_registered_model_alias(
+        NAME, "champion", "1"
+    )
+    return Registry(server=mlflow_server, v1=v1, v2=v2)
+
+
+@pytest.fixture(scope="session")
+def captured(mlflow_server: MlflowServer) -> Logged:
+    """CAPTURED version 1 (alias ``champion``), logged inside ``envbuild.capture()``: its
+    artifacts hold ``pylock.toml`` and ``envbuild_expected_output.json``, so ``reproduce`` can
+    check every step, and an image builds from its own lock."""
+    from mlflow import MlflowClient
+
+    import envbuild
+
+    with tracking_to(mlflow_server.url), envbuild.capture():
+        logged = log_iris(1.0, CAPTURED)
+    MlflowClient(mlflow_server.url, mlflow_server.url).set_registered_model_alias(
+        CAPTURED, "champion", "1"
+    )
+    return logged

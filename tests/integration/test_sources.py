@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,70 +23,17 @@ from envbuild.errors import EnvbuildError, MissingExtra, ModelSourceError, Sourc
 from envbuild.model import load_model
 from envbuild.sources import open_model
 from tests.conftest import REPO
-from tests.integration.mlflow_server import (  # noqa: F401 - the fixture
+from tests.integration.mlflow_server import (
+    NAME,
     MlflowServer,
-    mlflow_server,
+    Registry,
+    iris,
+    log_iris,
     start_server,
     tracking_to,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-NAME = "iris-src"
-
-
-@dataclass(frozen=True)
-class Logged:
-    run_id: str
-    model_id: str | None
-
-
-@dataclass(frozen=True)
-class Registry:
-    server: MlflowServer
-    v1: Logged  # version 1 of NAME, alias `champion`
-    v2: Logged  # version 2 of NAME (the latest)
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-
-def iris():
-    from sklearn.datasets import load_iris
-
-    return load_iris(return_X_y=True, as_frame=True)
-
-
-def log_iris(c: float, registered_name: str | None = None, name: str = "model") -> Logged:
-    """Log (and optionally register) a LogisticRegression with MLflow's own client."""
-    import mlflow
-    import mlflow.sklearn
-    from sklearn.linear_model import LogisticRegression
-
-    x, y = iris()
-    with mlflow.start_run() as run:
-        info = mlflow.sklearn.log_model(
-            LogisticRegression(C=c, max_iter=500).fit(x, y),
-            name=name,
-            input_example=x.head(3),
-            pip_requirements=["scikit-learn"],  # no inference subprocess: faster, same files
-            registered_model_name=registered_name,
-        )
-    return Logged(run_id=run.info.run_id, model_id=getattr(info, "model_id", None))
-
-
-@pytest.fixture(scope="session")
-def registry(mlflow_server: MlflowServer) -> Registry:  # noqa: F811
-    from mlflow import MlflowClient
-
-    with tracking_to(mlflow_server.url):
-        v1 = log_iris(1.0, NAME)
-        v2 = log_iris(0.01, NAME)
-    MlflowClient(mlflow_server.url, mlflow_server.url).set_registered_model_alias(
-        NAME, "champion", "1"
-    )
-    return Registry(server=mlflow_server, v1=v1, v2=v2)
 
 
 @pytest.fixture
@@ -473,6 +419,18 @@ def test_without_mlflow_a_uri_says_what_to_install(tmp_path: Path):
     )
     assert inspected.returncode == 0, inspected.stderr
     assert json.loads(inspected.stdout)["flavors"]
+    # every command taking MODEL: a URI is the same one line, exit 2 (one object with --json)
+    for command in ("inspect", "predict"):
+        done = subprocess.run(
+            [str(venv / "bin" / "envbuild"), command, "models:/iris/1", "--json"],
+            capture_output=True,
+            text=True,
+            env=dict(env, MLFLOW_TRACKING_URI="http://127.0.0.1:9"),
+            timeout=120,
+        )
+        assert done.returncode == 2, done.stdout + done.stderr
+        error = json.loads(done.stdout)
+        assert (error["error"], error["message"]) == ("MissingExtra", report["error"]["message"])
 
 
 def test_no_tracking_server_configured_creates_nothing(

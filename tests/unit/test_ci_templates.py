@@ -75,3 +75,46 @@ def test_unknown_provider_and_no_models() -> None:
         render_ci("jenkins", ["m"])
     with pytest.raises(UsageError):
         render_ci("github", [])
+
+
+def github_step(doc: dict, name: str) -> dict:
+    return next(s for s in doc["jobs"]["reproduce"]["steps"] if s.get("name") == name)
+
+
+@pytest.mark.parametrize("provider", ["github", "gitlab"])
+def test_registry_models_get_mlflow_and_the_tracking_server_from_secrets(provider: str) -> None:
+    models = ["models:/credit-default@champion", "models/local"]
+    text = render_ci(provider, models)
+    doc = yaml.safe_load(text)
+    (command,) = [c for c in envbuild_commands(doc) if c.startswith("envbuild reproduce")]
+    command = re.sub(r"\$\{\{ matrix.model \}\}|\$MODEL", models[0], command)
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert args.models == [models[0]]
+    assert args.tracking_uri is None  # from MLFLOW_TRACKING_URI, set by the CI
+    if provider == "github":
+        install = github_step(doc, "Install envbuild")["run"]
+        env = github_step(doc, "Reproduce the model's environment")["env"]
+        assert env["MLFLOW_TRACKING_URI"] == "${{ secrets.MLFLOW_TRACKING_URI }}"
+        assert env["MLFLOW_TRACKING_TOKEN"] == "${{ secrets.MLFLOW_TRACKING_TOKEN }}"
+        assert "schedule" in doc[True]  # YAML 1.1 reads the key `on` as True
+        assert doc["jobs"]["reproduce"]["strategy"]["matrix"]["model"] == models
+    else:
+        job = doc["envbuild-reproduce"]
+        install = next(line for line in job["script"] if "pip install" in line)
+        assert "MLFLOW_TRACKING_URI" in text and "CI/CD variables" in text
+        assert not any(k.startswith("MLFLOW_") for k in job.get("variables", {}))
+    assert shlex.split(install)[-1].startswith("envbuild[mlflow]==")
+
+
+@pytest.mark.parametrize("provider", ["github", "gitlab"])
+def test_folders_only_need_no_mlflow_nor_secrets(provider: str) -> None:
+    text = render_ci(provider, ["model"])
+    assert "MLFLOW_" not in text and "secrets" not in text and "[mlflow]" not in text
+    assert "schedule" not in text
+
+
+def test_credentials_in_a_model_uri_are_refused() -> None:
+    with pytest.raises(UsageError) as caught:
+        render_ci("github", ["https://alice:s3cret@store.example.com/models/iris"])
+    assert "s3cret" not in str(caught.value)
+    assert "credentials" in str(caught.value)
