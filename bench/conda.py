@@ -18,7 +18,12 @@ Timed, medians over ``--runs`` runs after one warm-up:
   the conda prefix (what ``build_env`` does) and into a fresh ``uv venv`` of the pyenv 3.10 (what
   the venv kind does), with a warm uv cache;
 * ``build_env`` end to end (both halves, envbuild's cache cold, rattler's package cache warm) and
-  reuse (envbuild's cache warm).
+  reuse (envbuild's cache warm);
+* the commands a user runs, ``--kind conda`` against ``--kind venv`` on the same model (its
+  loader imports only the pip half's ``six``, so both kinds can run it): ``envbuild lock``
+  (conda: both halves), ``envbuild env`` with envbuild's cache cold (rattler's and uv's caches
+  warm) and reused, and ``envbuild predict`` (whole process: start-up, choosing the locks,
+  running the model).
 
 Prints the figures, the ratios, and the sizes of the conda prefix and of the venv.
 """
@@ -56,10 +61,75 @@ flavors:
   python_function:
     env:
       conda: conda.yaml
-    loader_module: mlflow.pyfunc.model
+    loader_module: bench_loader
+    code: code
     python_version: 3.10.13
 mlflow_version: 2.20.0
 """
+LOADER = """\
+import six
+
+
+class Model:
+    def predict(self, model_input, params=None):
+        return [row["a"] + row["b"] for row in model_input]
+
+
+def _load_pyfunc(path):
+    assert six.PY3
+    return Model()
+"""
+EXAMPLE = '{"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2.5], [3, -1]]}}'
+
+
+def cli_figures(model: Path, work: Path, runs: int) -> dict[str, tuple[str, tuple[float, float]]]:
+    """The user's commands for each kind, as subprocesses (see the module docstring)."""
+    results: dict[str, tuple[str, tuple[float, float]]] = {}
+    for kind in ("conda", "venv"):
+        results.update(_kind_figures(kind, model, work, runs))
+    return results
+
+
+def _kind_figures(
+    kind: str, model: Path, work: Path, runs: int
+) -> dict[str, tuple[str, tuple[float, float]]]:
+    copies = []
+    for i in range(runs + 1):  # one model folder per run (the warm-up is run 0)
+        copy = work / f"cli-{kind}-{i}"
+        shutil.copytree(model, copy)
+        copies.append(copy)
+
+    def envbuild(*args: str, cache: Path) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "envbuild", *args, "--kind", kind],
+            check=True,
+            env=dict(os.environ, ENVBUILD_CACHE_DIR=str(cache)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    warm = work / f"cli-{kind}-cache-0"
+    return {
+        f"lock-{kind}": (
+            f"envbuild lock --kind {kind}",
+            timed(lambda i: envbuild("lock", str(copies[i]), cache=work / "cli-cache"), runs),
+        ),
+        f"env-{kind}": (
+            f"envbuild env --kind {kind}, envbuild cache cold",
+            timed(
+                lambda i: envbuild("env", str(copies[i]), cache=work / f"cli-{kind}-cache-{i}"),
+                runs,
+            ),
+        ),
+        f"reuse-{kind}": (
+            f"envbuild env --kind {kind}, reused",
+            timed(lambda i: envbuild("env", str(copies[0]), cache=warm), runs),
+        ),
+        f"predict-{kind}": (
+            f"envbuild predict --kind {kind}, reused",
+            timed(lambda i: envbuild("predict", str(copies[0]), cache=warm), runs),
+        ),
+    }
 
 
 def timed(func: Callable[[int], object], runs: int) -> tuple[float, float]:
@@ -121,6 +191,9 @@ def main() -> int:
         model = work / "model"
         model.mkdir()
         (model / "MLmodel").write_text(MLMODEL)
+        (model / "code").mkdir()
+        (model / "code" / "bench_loader.py").write_text(LOADER)
+        (model / "serving_input_example.json").write_text(EXAMPLE)
         pip_lines = "\n".join(f"  - {r}" for r in args.pip.split())
         (model / "conda.yaml").write_text(CONDA_YAML.format(channel=channel.url, pip=pip_lines))
         spec = conda_spec(read_env(load_model(model)))
@@ -197,6 +270,8 @@ def main() -> int:
             ),
         )
 
+        results.update(cli_figures(model, work, args.runs))
+
         width = max(len(label) for label, _ in results.values())
         print(f"{'step':<{width}}   median      min")
         for label, (median, low) in results.values():
@@ -209,6 +284,10 @@ def main() -> int:
             ("conda solve / uv lock of the pip half", "solve", "uvlock"),
             ("pip half into the conda prefix / into a venv", "pipconda", "pipvenv"),
             ("build_env / (uv venv + pip half into it)", "env", "venv"),
+            ("envbuild lock: conda / venv", "lock-conda", "lock-venv"),
+            ("envbuild env, cold: conda / venv", "env-conda", "env-venv"),
+            ("envbuild env, reused: conda / venv", "reuse-conda", "reuse-venv"),
+            ("envbuild predict: conda / venv", "predict-conda", "predict-venv"),
         ):
             denominator = t[b] + (t["pipvenv"] if a == "env" else 0.0)
             print(f"  {label:<46} {t[a] / denominator:6.2f}x")

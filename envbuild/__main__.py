@@ -1,7 +1,5 @@
 """``python -m envbuild``."""
 
-import sys
+from envbuild.cli import entry
 
-from envbuild.cli import main
-
-sys.exit(main())
+entry()

@@ -548,26 +548,6 @@ def _deduplicate(requirements: Sequence[Requirement], warnings: list[str]) -> li
     return out
 
 
-def _conda_level(files: _Files, source: str, warnings: list[str]) -> None:
-    """A warning when conda packages that look like Python packages will not be installed."""
-    conda, conda_rel = files.conda, files.conda_rel
-    if conda is None or source != conda_rel:
-        return
-    python_like = [
-        d
-        for d in conda.dependencies
-        if canonicalize_name(d.name) not in CONDA_TOOLING and not d.name.startswith(("_", "lib"))
-    ]
-    if python_like:
-        shown = ", ".join(d.spec for d in python_like[:5]) + (
-            " ..." if len(python_like) > 5 else ""
-        )
-        warnings.append(
-            f"{conda_rel}: conda packages ({shown}) are not installed in a virtualenv; "
-            "list them under pip: or use a conda environment"
-        )
-
-
 def read_env(model: ModelSpec) -> EnvSpec:
     """Read the model's environment files into one :class:`EnvSpec` (see the module docstring)."""
     pyfunc = model.pyfunc
@@ -596,7 +576,6 @@ def read_env(model: ModelSpec) -> EnvSpec:
     for line, origin in result.ignored_options:
         warnings.append(f"{origin}: option {redact(line)!r} is ignored")
     requirements = _deduplicate(result.requirements, warnings)
-    _conda_level(files, source, warnings)
     conda = files.conda
     listed = [f for f in (files.venv_rel, files.req_rel, files.conda_rel) if f]
     return EnvSpec(
@@ -612,3 +591,20 @@ def read_env(model: ModelSpec) -> EnvSpec:
         files=tuple(dict.fromkeys(listed + result.files)),
         warnings=tuple(warnings),
     )
+
+
+def virtualenv_warnings(env: EnvSpec) -> list[str]:
+    """What a virtualenv of this model lacks: the conda packages of ``conda.yaml`` (said by the
+    kinds that build one, when ``conda.yaml`` is where the requirements come from)."""
+    conda_like = [
+        d
+        for d in env.conda_dependencies
+        if canonicalize_name(d.name) not in CONDA_TOOLING and not d.name.startswith(("_", "lib"))
+    ]
+    if not conda_like or not any(d.origin.file == env.source for d in env.conda_dependencies):
+        return []
+    shown = ", ".join(d.spec for d in conda_like[:5]) + (" ..." if len(conda_like) > 5 else "")
+    return [
+        f"{env.source}: conda packages ({shown}) are not installed in a virtualenv; list them "
+        "under pip: or use --kind conda"
+    ]

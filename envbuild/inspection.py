@@ -21,6 +21,8 @@ class Inspection:
     model: ModelSpec
     env: EnvSpec
     interpreter: dict[str, Any] | None = None  # chosen interpreter, or {"error": ...}
+    kinds: tuple[dict[str, Any], ...] = ()  # each kind: can it build the model, why not
+    kind: dict[str, Any] | None = None  # what env/predict/serve choose without --kind
 
     @property
     def warnings(self) -> list[str]:
@@ -73,6 +75,8 @@ class Inspection:
             "metadata": thaw(model.metadata) if model.metadata is not None else None,
             "env_digest": env.digest(),
             "interpreter": self.interpreter,
+            "kinds": list(self.kinds),
+            "kind": self.kind,
             "warnings": self.warnings,
         }
 
@@ -81,7 +85,12 @@ def inspect_model(model: str | os.PathLike[str] | ModelSpec) -> Inspection:
     """Load a model folder and its environment files (stages 1 and 2) for reporting."""
     spec = model if isinstance(model, ModelSpec) else load_model(model)
     env = read_env(spec)
-    return Inspection(model=spec, env=env, interpreter=_interpreter_report(env))
+    from envbuild.envs.registry import kinds_report
+
+    kinds, kind = kinds_report(env)
+    return Inspection(
+        model=spec, env=env, interpreter=_interpreter_report(env), kinds=kinds, kind=kind
+    )
 
 
 def _interpreter_report(env: EnvSpec) -> dict[str, Any]:

@@ -267,7 +267,7 @@ class Reproduction:
         model: ModelSpec,
         env: EnvSpec,
         *,
-        kind: str = "venv",
+        kind: str | None = None,
         rtol: float = 1e-6,
         python: str | None = None,
         allow_partial: bool = False,
@@ -277,7 +277,8 @@ class Reproduction:
         source: Provenance | None = None,
     ) -> None:
         from envbuild.envs import BuildOptions
-        from envbuild.envs.registry import SHARED_KIND
+        from envbuild.envs.base import REPRODUCE
+        from envbuild.envs.registry import SHARED_KIND, choose_kind
 
         self.model = model
         self.env = env
@@ -285,8 +286,8 @@ class Reproduction:
         # a shared environment is built (found) whatever its verdict: the verify step judges it
         self.shared = environment
         self.allow_mismatch = allow_mismatch
-        if environment:
-            kind = SHARED_KIND
+        self.kind = choose_kind(env, SHARED_KIND if environment else kind, REPRODUCE)
+        kind = self.kind.name
         self.options = BuildOptions(
             kind=kind, python=python, environment=environment, allow_mismatch=True
         )
@@ -307,20 +308,26 @@ class Reproduction:
 
     # -- the steps ------------------------------------------------------------------------
     def lock(self, step: Step) -> None:
-        """The model's pylock.toml matches its requirements (as ``lock --check``); without one,
-        a lock resolved today (and the result is only partial)."""
-        from envbuild.lock import PYLOCK_NAME, check_lock
+        """The model's lock files (the kind's: ``pylock.toml``, or ``pixi.lock`` and
+        ``pylock.conda.toml``) match its environment files (as ``lock --check``); without
+        them, a lock resolved today (and the result is only partial)."""
+        from envbuild.envs.registry import lock_files_backend
+        from envbuild.lock.request import LockRequest
         from envbuild.lock.select import LockChoice, select_lock
 
         if self.shared:
             step.message = f"the shared environment {self.shared} is used as it is (no lock)"
             return
-        self.progress("lock: checking the model's pylock.toml")
-        own = self.model.path / PYLOCK_NAME
-        if own.is_file():
-            lk = check_lock(self.model, env=self.env)
-            self.choice = LockChoice(lk, "given")
-            step.details["lock"] = str(own)
+        assert self.options.kind is not None
+        locker = lock_files_backend(self.options.kind)
+        files = locker.lock_files(self.model) if locker is not None else ()
+        names = " and ".join(f.name for f in files) or "lock"
+        self.progress(f"lock: checking the model's {names}")
+        if locker is not None and any(f.is_file() for f in files):
+            outcome = locker.lock(self.model, self.env, LockRequest(), check=True)
+            self.choice = LockChoice(outcome.pip_lock, "given")
+            step.details["lock"] = str(outcome.pip_lock.path)
+            step.details["files"] = [str(f) for f in files]
             step.details["source"] = "model"
         else:
             backend = get_backend(self.options.kind)
@@ -329,14 +336,15 @@ class Reproduction:
             self.choice = select_lock(self.model, self.env, plan.target)
             step.details["lock"] = str(self.choice.lock.path)
             step.details["source"] = "resolved"
-            self.report.partial.append("the model has no pylock.toml: its lock was resolved today")
+            self.report.partial.append(f"the model has no {names}: its lock was resolved today")
             advice = (
-                f"run `envbuild lock {self.model.path}` and commit the lock"
+                f"run `envbuild lock {self.model.path} --kind {self.options.kind}` and commit "
+                "the lock files"
                 if self.report.source is None or self.report.source.is_local
                 else "log the model with its lock: `envbuild capture --write` where it is logged"
             )
             self.report.warnings.append(
-                f"the model has no {PYLOCK_NAME}: envbuild resolved one today, so this result is "
+                f"the model has no {names}: envbuild resolved one today, so this result is "
                 f"not reproducible from the model alone ({advice})"
             )
         lk = self.choice.lock
@@ -366,12 +374,23 @@ class Reproduction:
         assert self.choice is not None
         self.progress("verify: listing installed distributions")
         info = self.environment.info(self.model)
-        self.installed = info.get("distributions") or {}
+        base = self.environment.verify_base()
+        owned = base.distributions if base is not None else frozenset()
+        self.installed = {
+            name: version
+            for name, version in (info.get("distributions") or {}).items()
+            if _distribution_key(name) not in owned
+        }
         found = verify_installed(
-            self.choice.lock.document, info, self.env.python.version if self.env.python else None
+            self.choice.lock.document,
+            {**info, "distributions": self.installed},
+            self.env.python.version if self.env.python else None,
         )
         step.details.update(found)
         problems = []
+        if base is not None:
+            step.details[base.name] = base.to_dict()
+            problems.extend(base.problems())
         if found["missing"]:
             problems.append(f"missing {', '.join(found['missing'][:5])}")
         if found["extra"]:
@@ -509,7 +528,7 @@ def reproduce(
     model: ModelSpec,
     env: EnvSpec | None = None,
     *,
-    kind: str = "venv",
+    kind: str | None = None,
     rtol: float = 1e-6,
     python: str | None = None,
     allow_partial: bool = False,

@@ -20,13 +20,15 @@ from __future__ import annotations
 import platform as _platform
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from envbuild.errors import ModelError, UsageError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from envbuild.envspec import EnvSpec
 
 
@@ -146,13 +148,83 @@ def host_platform() -> Platform | None:
     return PLATFORMS.get(_canonical(os_name, arch))
 
 
+class BaseLock(Protocol):
+    """A locked layer an environment holds *below* its pip half: a conda environment's conda
+    packages (``envbuild.lock.conda.CondaBase``). It brings the interpreter, so the pip half is
+    resolved for its Python; the pip half records it (its digest is part of the pip half's
+    identity, so a new base means a new pip half), is resolved *around* the Python distributions
+    it already installs (pinned to their versions and left out, so pip never replaces them), and
+    is kept in a model folder under its own name (``pylock.conda.toml``) beside ``pylock.toml``.
+    """
+
+    @property
+    def name(self) -> str:
+        """Its short name, the prefix of the facts the pip half records (``conda``)."""
+        ...
+
+    @property
+    def digest(self) -> str:
+        """The base lock's identity (``sha256:`` of its bytes)."""
+        ...
+
+    @property
+    def pip_lock_name(self) -> str:
+        """The file name of the pip half in a model folder (``pylock.conda.toml``)."""
+        ...
+
+    @property
+    def lock_args(self) -> str:
+        """What to add to ``envbuild lock MODEL`` to write both halves (``--kind conda``)."""
+        ...
+
+    def constraints(self) -> tuple[str, ...]:
+        """``name==version`` of every Python distribution the base installs."""
+        ...
+
+    def record(self) -> dict[str, Any]:
+        """The facts the pip half records under ``[tool.envbuild]`` (keys start with name)."""
+        ...
+
+    def problem(self, tool: Mapping[str, Any]) -> str | None:
+        """Why a pip half with these ``[tool.envbuild]`` facts was not made on this base."""
+        ...
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What choosing it found worth saying (the model's own was not used, ...)."""
+        ...
+
+    @property
+    def lock_file(self) -> tuple[str, str]:
+        """Its file name and text (what an image keeps beside the pip half)."""
+        ...
+
+    @property
+    def path(self) -> Path | None:
+        """Where its lock file is (the model folder, or envbuild's cache)."""
+        ...
+
+    def install_for(
+        self,
+        folder: Path,
+        final: str,
+        *,
+        offline: bool = False,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> None:
+        """Install the base into ``folder`` for its final path ``final`` (an image's
+        ``/opt/env``, where the folder is copied; nothing runs in it before)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Target:
     """Where a lock's packages will run: a Python version, platforms and an accelerator.
 
     Every resolution and every lock choice is for a Target, never for "this machine": a venv's
     target is its interpreter's Python on the host platform, an image's is the model's Python on
-    ``linux/<arch>``, ``envbuild lock``'s is whatever the user asked for.
+    ``linux/<arch>``, ``envbuild lock``'s is whatever the user asked for. ``base`` is what the
+    environment holds below the pip half (a conda lock), when it holds anything.
     """
 
     python: str  # X.Y or X.Y.Z
@@ -161,6 +233,7 @@ class Target:
     accelerator: str | None = None  # cpu, cuda, cu121, rocm6.0 ... (None: the index default)
     # why that accelerator (accelerator.decide); not part of the target's identity
     accelerator_reason: str | None = field(default=None, compare=False)
+    base: BaseLock | None = None
 
     @property
     def minor(self) -> str:
@@ -172,14 +245,20 @@ class Target:
 
     def describe(self) -> str:
         accel = f" ({self.accelerator})" if self.accelerator else ""
-        return f"Python {self.python} on {', '.join(self.platform_names)}{accel}"
+        base = f" over the {self.base.name} lock {self.base.digest[:19]}…" if self.base else ""
+        return f"Python {self.python} on {', '.join(self.platform_names)}{accel}{base}"
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "python": self.python,
             "platforms": list(self.platform_names),
             "accelerator": self.accelerator,
         }
+        if (
+            self.base is not None
+        ):  # only then: the cache keys of base-less targets stay as they were
+            out["base"] = {"name": self.base.name, "digest": self.base.digest}
+        return out
 
     @classmethod
     def for_model(

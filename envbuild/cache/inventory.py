@@ -1,7 +1,7 @@
 """``envbuild cache``: what the cache holds, and removing what is old, big or no longer wanted.
 
 Entries are ``ROOT/KIND/KEY`` folders with a marker (environments, locks, downloaded models,
-conda prefixes); the reuse images of ``--kind docker`` (``envbuild/<model>:<lock>-<model>``) are
+conda prefixes and conda locks); the reuse images of ``--kind docker`` (``envbuild/<model>:<lock>-<model>``) are
 listed from the Docker engine when one answers. Sizes count each hard-linked file once (uv and
 py-rattler link files from their own caches). Removal never touches an entry that a running
 command holds (``usage.hold``) or that is being built (its build lock), and goes through a rename
@@ -24,7 +24,7 @@ from envbuild.cache import MARKER, cache_root, read_marker
 from envbuild.cache.usage import exclusive, in_use, last_used, sidecar, users
 from envbuild.errors import UsageError
 
-KINDS = ("envs", "locks", "models", "conda")
+KINDS = ("envs", "locks", "models", "conda", "conda-locks")
 SIDECARS = ("used", "users", "inuse", "lock")
 IMAGE_REPOSITORY = "envbuild/"
 
@@ -90,7 +90,13 @@ def disk_usage(path: Path, seen: set[tuple[int, int]] | None = None) -> int:
     return total
 
 
-_SINGULAR = {"envs": "env", "locks": "lock", "models": "model", "conda": "conda"}
+_SINGULAR = {
+    "envs": "env",
+    "locks": "lock",
+    "models": "model",
+    "conda": "conda",
+    "conda-locks": "conda-lock",
+}
 
 
 def entries(root: Path | None = None, *, images: bool = True) -> list[Entry]:

@@ -94,5 +94,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     return out.guard(command)
 
 
+def exit_process(code: int) -> None:
+    """End the process with ``code``.
+
+    Once py-rattler has run, the interpreter's own shutdown is skipped (``os._exit`` after
+    flushing the standard streams): py-rattler 0.28 runs its fetches on a tokio runtime, and a
+    fetch still in flight when the interpreter finalizes (after a failed solve, the other
+    subdir's download) crashes the process (SIGSEGV/SIGABRT in a runtime thread, no Python
+    frame; about one exit in four under load, reproduced with py-rattler alone), which would
+    turn a one-line exit 3 into a crash. The race is pyo3-async-runtimes' (its issue #40);
+    nothing envbuild needs happens at shutdown (files are closed, temporary folders removed,
+    locks released by their context managers).
+    """
+    if "rattler" in sys.modules:
+        import contextlib
+        import os
+
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def entry() -> None:  # pragma: no cover - thin wrapper for the console script
-    sys.exit(main())
+    exit_process(main())

@@ -23,7 +23,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="model folders, relative to the repository root, or MLflow URIs such as "
         "models:/NAME@ALIAS (default: model)",
     )
-    parser.add_argument("--kind", choices=("venv", "docker"), default="venv")
+    from envbuild.envs.base import REPRODUCE
+    from envbuild.envs.registry import DEFAULT_KIND, kinds
+
+    parser.add_argument(
+        "--kind",
+        choices=kinds(REPRODUCE),
+        default=DEFAULT_KIND,
+        help="the kind the job reproduces the model in",
+    )
 
 
 def run(args: argparse.Namespace, out: Output) -> int:

@@ -5,12 +5,13 @@ for it."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from envbuild.cli.output import Output
     from envbuild.envs import BuildOptions
+    from envbuild.envs.registry import KindChoice
     from envbuild.envspec import EnvSpec
     from envbuild.model import ModelSpec
     from envbuild.prepare import Prepared
@@ -92,14 +93,25 @@ def add_json(parser: argparse.ArgumentParser) -> None:
 
 
 def add_kind(parser: argparse.ArgumentParser, capability: str, *, group=None) -> None:
-    """``--kind`` with the kinds of the registry that have ``capability``."""
+    """``--kind`` with the kinds of the registry that have ``capability``; unset, the registry's
+    automatic choice (``registry.choose_kind``)."""
     from envbuild.envs.registry import DEFAULT_KIND, describe, kinds
 
     names = kinds(capability)
     described = "; ".join(f"{name}: {describe(name).summary}" for name in names)
     (group or parser).add_argument(
-        "--kind", choices=names, default=DEFAULT_KIND, help=f"kind of environment ({described})"
+        "--kind",
+        choices=names,
+        default=None,
+        help=f"kind of environment (default: {DEFAULT_KIND}, or conda for a model that needs "
+        f"conda packages; {described})",
     )
+
+
+def say_kind(out: Output, choice: KindChoice | None) -> None:
+    """One line on standard error when the automatic choice picked a kind for a reason."""
+    if choice is not None and choice.reason:
+        out.note(f"using --kind {choice.name}: {choice.reason} (--kind to choose another)")
 
 
 def add_environment(parser: argparse.ArgumentParser, *, group=None) -> None:
@@ -165,6 +177,12 @@ def add_build_options(parser: argparse.ArgumentParser, capability: str) -> None:
         "as docker run --gpus); a venv uses the host's GPUs as they are",
     )
 
+    group.add_argument(
+        "--package-scripts",
+        action="store_true",
+        help="conda: run the packages' link and activation scripts (package code; off by default)",
+    )
+
 
 def _gpus(text: str) -> str:
     value = text.strip().lower()
@@ -219,6 +237,7 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
         accelerator=args.accelerator,
         torch_index_url=args.torch_index_url,
         gpus=args.gpus,
+        package_scripts=bool(getattr(args, "package_scripts", False)),
     )
 
 
@@ -288,16 +307,19 @@ def load_specs(args: argparse.Namespace, out: Output | None = None) -> tuple[Mod
     return loaded.spec, loaded.env
 
 
-def prepare(args: argparse.Namespace, out: Output) -> Prepared:
+def prepare(args: argparse.Namespace, out: Output, capability: str) -> Prepared:
     """Build (or reuse) the model's environment, showing progress on a terminal; the result
-    carries the model's provenance (for ``--json``)."""
-    from dataclasses import replace
-
+    carries the model's provenance and how its kind was chosen (for ``--json``)."""
+    from envbuild.envs.registry import choose_kind
     from envbuild.prepare import prepare as _prepare
 
     loaded = load_source(args, out)
-    prepared = _prepare(loaded.spec, loaded.env, build_options(args), on_progress=out.progress)
+    options = build_options(args)
+    choice = choose_kind(loaded.env, options.kind, capability, options)
+    say_kind(out, choice)
+    options = replace(options, kind=choice.name)
+    prepared = _prepare(loaded.spec, loaded.env, options, on_progress=out.progress)
     out.clear_progress()
     for warning in prepared.warnings:
         out.warn(warning)
-    return replace(prepared, source=loaded.source.provenance)
+    return replace(prepared, source=loaded.source.provenance, kind=choice)

@@ -26,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    prepared = prepare(args, out)
+    prepared = prepare(args, out, ENV)
     env = prepared.environment
     if args.print_path:
         out.result(prepared.to_dict(), str(env.path))
@@ -35,13 +35,16 @@ def run(args: argparse.Namespace, out: Output) -> int:
     def text() -> str:
         interp = prepared.interpreter
         state = f"built in {env.seconds:.1f} s" if env.built else "reused from the cache"
-        return "\n".join(
-            [
-                f"environment  {env.path}  ({state})",
-                f"python       {interp.version}  {interp.path}  ({interp.reason or interp.source})",
-                f"lock         {prepared.lock_path or '-'}  ({prepared.lock_source})",
-            ]
-        )
+        lines = [
+            f"environment  {env.path}  ({env.kind}, {state})",
+            f"python       {interp.version}  {env.python}  ({interp.reason or interp.source})",
+        ]
+        if env.details.get("conda_lock"):
+            lines.append(
+                f"conda lock   {env.details['conda_lock']}  ({env.details['conda_lock_source']})"
+            )
+        lines.append(f"lock         {prepared.lock_path or '-'}  ({prepared.lock_source})")
+        return "\n".join(lines)
 
     out.result(prepared.to_dict(), text)
     return 0

@@ -5,10 +5,18 @@ another builder and stop."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from envbuild.cli.common import add_accelerator_options, add_environment, add_json, add_model
+from envbuild.cli.common import (
+    add_accelerator_options,
+    add_environment,
+    add_json,
+    add_kind,
+    add_model,
+)
+from envbuild.envs.base import IMAGE
 
 if TYPE_CHECKING:
     from envbuild.cli.output import Output
@@ -33,8 +41,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base-image",
         metavar="IMAGE",
-        help="base of both stages (default: python:X.Y-slim for the model's Python X.Y; "
-        "another image must have the same Python X.Y)",
+        help="base of both stages (default: python:X.Y-slim for the model's Python X.Y, "
+        "another image must have the same Python X.Y; --kind conda: debian:bookworm-slim, "
+        "any Linux base of the glibc the conda lock assumes, no Python needed)",
     )
     parser.add_argument(
         "--platform",
@@ -78,6 +87,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-cache", action="store_true", help="build without the engine's layer cache"
     )
+    add_kind(parser, IMAGE)
     add_environment(parser)
     add_accelerator_options(parser)
     add_json(parser)
@@ -105,14 +115,13 @@ def run(args: argparse.Namespace, out: Output) -> int:
         offline=args.offline,
         accelerator=args.accelerator,
         torch_index_url=args.torch_index_url,
+        kind=args.kind,
     )
     loaded = load_source(args, out)
     spec, env = loaded.spec, loaded.env
     source = loaded.source.provenance
     lock, shared = None, None
     if args.environment:
-        from dataclasses import replace
-
         from envbuild.image.shared import environment_labels
 
         shared = _shared(args, out, env)
@@ -120,12 +129,19 @@ def run(args: argparse.Namespace, out: Output) -> int:
             return _on_shared_image(args, out, spec, shared)
         lock = _shared_lock(shared)
         options = replace(options, labels={**environment_labels(shared.record), **options.labels})
+    else:
+        from envbuild.cli.common import say_kind
+        from envbuild.envs.registry import choose_kind
+
+        choice = choose_kind(env, args.kind, IMAGE)
+        say_kind(out, choice)
+        options = replace(options, kind=choice.name)
     plan = plan_image(spec, env, options, lock=lock, source=source, on_progress=out.progress)
     out.clear_progress()
     for warning in plan.warnings:
         out.warn(warning)
     if args.context is not None:
-        folder = write_context(plan, args.context)
+        folder = write_context(plan, args.context, on_progress=out.progress)
         result = ImageResult(
             plan=plan, image_id=None, size=None, built=False, seconds=0.0, context=folder
         )
@@ -232,7 +248,7 @@ def _size(size: int | None) -> str:
 def _text(result: ImageResult, source: Provenance | None = None) -> str:
     plan = result.plan
     lock = {
-        "model": "the model's pylock.toml",
+        "model": f"the model's {plan.lock.path.name if plan.lock.path else 'lock'}",
         "environment": "the shared environment's lock",
     }.get(plan.lock_source, f"resolved for {plan.platform.name}, cached")
     ca = f"{plan.ca_cert} (from {plan.ca_source}, build stage only)" if plan.ca_cert else "-"
@@ -252,8 +268,9 @@ def _text(result: ImageResult, source: Provenance | None = None) -> str:
     if source is not None and not source.is_local:
         resolved = f" -> {source.resolved_uri}" if source.resolved_uri != source.uri else ""
         rows.append(f"model     {source.uri}{resolved}")
+    python = _base_python(result) if plan.base is None else f"Python from the {plan.base.name} lock"
     rows += [
-        f"base      {plan.base_image}  ({_base_python(result)}, {plan.platform.name})",
+        f"base      {plan.base_image}  ({python}, {plan.platform.name})",
         f"lock      {plan.lock.digest}  ({lock})",
         f"ca        {ca}",
     ]
@@ -262,6 +279,8 @@ def _text(result: ImageResult, source: Provenance | None = None) -> str:
         rows.append(f"device    {plan.gpu.device}{cuda}  ({plan.gpu.reason}; run with --gpus)")
     if plan.local_files:
         rows.append(f"local     {len(plan.local_files)} file(s) installed in the build stage")
+    if plan.base is not None:
+        rows.insert(-1, f"{plan.base.name:<9} {plan.base.digest}  ({plan.base.lock_file[0]})")
     if result.context is None:
         rows.append(f"run       docker run --rm -p 8080:8080 {plan.tag}")
         if result.log_path:

@@ -58,6 +58,12 @@ def render(report: Inspection, source: Provenance | None = None) -> str:
     lines.append(f"requirements {len(data['requirements'])} from {data['requirements_source']}")
     for origin_req in report.env.requirements:
         lines.append(f"  {origin_req.text:<40} {origin_req.origin}")
+    for index, kind in enumerate(data["kinds"]):
+        state = "can build" if kind["can_build"] else f"cannot: {kind['reason']}"
+        if kind["chosen"]:
+            why = data["kind"]["reason"]
+            state += f"  (chosen: {why})" if why else "  (chosen by default)"
+        lines.append(f"{'kinds' if index == 0 else '':<12} {kind['kind']:<7} {state}")
     if data["conda_dependencies"]:
         lines.append(
             f"conda        {len(data['conda_dependencies'])} package(s), channels: "

@@ -1,19 +1,21 @@
 """Resolve the model's requirements to a PEP 751 pylock.toml (every package pinned, with hashes)
 for the model's Python on the target platforms (Linux x86_64 by default), or check that the lock
-still matches the model (--check, for CI)."""
+still matches the model (--check, for CI). With --kind conda (the default for a model that needs
+conda packages): conda.yaml's conda packages into pixi.lock and the pip requirements, for the
+Python that solve chose, into pylock.conda.toml."""
 
 from __future__ import annotations
 
 import argparse
 from typing import TYPE_CHECKING
 
-from envbuild.cli.common import add_accelerator_options, add_json, add_model
+from envbuild.cli.common import add_accelerator_options, add_json, add_kind, add_model
+from envbuild.envs.base import LOCK
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from envbuild.cli.output import Output
-    from envbuild.lock import Lock
     from envbuild.sources import Source
 
 HELP = "pin every package, with hashes, into a PEP 751 pylock.toml"
@@ -25,8 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "-o",
         "--output",
         metavar="PATH",
-        help="lock file to write or check (default: MODEL/pylock.toml; for a MODEL URI, the "
-        "downloaded copy stays read-only and the lock goes to envbuild's cache)",
+        help="lock file to write or check (default: MODEL/pylock.toml); with --kind conda, the "
+        "folder of both files (default: MODEL). For a MODEL URI, the downloaded copy stays "
+        "read-only and the locks go to envbuild's cache",
     )
     parser.add_argument(
         "--python",
@@ -39,7 +42,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="PLATFORM",
         help="target platform, repeatable: linux/amd64 (default), linux/arm64, macos "
-        "(arm64), macos/x86_64, windows; replaces the default, +PLATFORM adds to it",
+        "(arm64), macos/x86_64, windows; replaces the default, +PLATFORM adds to it "
+        "(--kind conda: one, also as a conda subdir: linux-64, osx-arm64, win-64)",
     )
     parser.add_argument(
         "--as-of",
@@ -78,91 +82,92 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="also use the index options written in the model's requirement files",
     )
     add_accelerator_options(parser)
+    conda = parser.add_argument_group("conda (--kind conda)")
+    add_kind(parser, LOCK, group=conda)
+    conda.add_argument(
+        "--channel",
+        "-c",
+        dest="channels",
+        action="append",
+        default=[],
+        metavar="NAME|URL",
+        help="conda channel searched before the model's own, repeatable (a mirror: "
+        "ENVBUILD_CONDA_CHANNEL_ALIAS)",
+    )
+    conda.add_argument(
+        "--override-channels",
+        action="store_true",
+        help="use only the --channel ones, not the model's channels",
+    )
+    conda.add_argument(
+        "--cuda",
+        metavar="VERSION",
+        help="the target machine has this CUDA (the __cuda virtual package), e.g. 12.0",
+    )
     add_json(parser)
 
 
-def render(lock: Lock, *, checked: bool, source: Source | None = None) -> str:
-    from envbuild.cli.output import shown_path
-
-    path = shown_path(lock.path) if lock.path else "-"
-    verb = "up to date" if checked else ("wrote" if lock.changed else "unchanged")
-    where = ", ".join(lock.platforms)
-    as_of = f" as of {lock.as_of}" if lock.as_of else ""
-    lines = [
-        f"{path}: {verb}: {len(lock.packages)} packages for Python {lock.python} on {where}{as_of}",
-        f"digest {lock.digest}",
-    ]
-    if source is not None and source.read_only and not checked and _in_cache(lock, source):
-        lines.append(
-            f"{source.provenance.uri} is a downloaded copy, kept read-only: the lock is in "
-            "envbuild's cache, beside it (-o PATH writes it elsewhere)"
-        )
-    if lock.accelerator is None and lock.accelerator_reason:
-        lines.append(f"accelerator: the default builds ({lock.accelerator_reason})")
-    if lock.accelerator:
-        index = lock.indexes.get("accelerator-index")
-        origin = f", the torch family from {index}" if index else ""
-        why = f" ({lock.accelerator_reason})" if lock.accelerator_reason else ""
-        lines.append(f"accelerator {lock.accelerator}{why}{origin}")
-    return "\n".join(lines)
-
-
-def lock_file(args: argparse.Namespace, source: Source) -> Path | None:
-    """The lock to write or check; None: the model's own ``pylock.toml`` (lock_model's default).
+def lock_folder(args: argparse.Namespace, source: Source, files: tuple[Path, ...]) -> Path | None:
+    """Where the kind's lock files go when ``-o`` does not say; None: the model folder.
 
     A downloaded model (a URI) is never written into: ``lock`` writes into its cache entry, and
-    ``--check`` checks the lock the model was logged with, else the one ``lock`` wrote.
+    ``--check`` checks the locks the model was logged with, else the ones ``lock`` wrote.
     """
-    from envbuild.lock import PYLOCK_NAME
-    from envbuild.sources import model_cache
-
     if args.output is not None or not source.read_only or source.cache_entry is None:
-        return args.output
-    if args.check and (source.path / PYLOCK_NAME).is_file():
         return None
-    return model_cache.lock_file(source.cache_entry)
-
-
-def _in_cache(lock: Lock, source: Source) -> bool:
-    return (
-        source.cache_entry is not None
-        and lock.path is not None
-        and (lock.path.parent == source.cache_entry)
-    )
+    if args.check and files and all(f.is_file() for f in files):
+        return None
+    return source.cache_entry
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from envbuild.cli.common import load_source
-    from envbuild.lock import check_lock, lock_model
+    from envbuild.cli.common import load_source, say_kind
+    from envbuild.cli.output import shown_path
+    from envbuild.envs.registry import choose_kind, locking_backend
+    from envbuild.lock.request import LockRequest
 
     loaded = load_source(args, out)
     spec, env, source = loaded.spec, loaded.env, loaded.source
     for warning in (*spec.warnings, *env.warnings):
         out.warn(warning)
-    output = lock_file(args, source)
-    if args.check:
-        result = check_lock(spec, output, python=args.python, platforms=args.platforms, env=env)
-    else:
-        result = lock_model(
-            spec,
-            output=output,
-            python=args.python,
-            platforms=args.platforms,
-            as_of=args.as_of,
-            offline=args.offline,
-            index_url=args.index_url,
-            extra_index_urls=args.extra_index_urls,
-            find_links=args.find_links,
-            trust_model_indexes=args.trust_model_indexes,
-            accelerator=args.accelerator,
-            torch_index_url=args.torch_index_url,
-            env=env,
-            on_progress=out.progress,
-        )
+    choice = choose_kind(env, args.kind, LOCK)
+    say_kind(out, choice)
+    locker = locking_backend(choice.name)
+    folder = lock_folder(args, source, locker.lock_files(spec))
+    request = LockRequest(
+        output=args.output,
+        folder=str(folder) if folder is not None else None,
+        python=args.python,
+        platforms=tuple(args.platforms or ()),
+        as_of=args.as_of,
+        offline=args.offline,
+        index_url=args.index_url,
+        extra_index_urls=tuple(args.extra_index_urls),
+        find_links=tuple(args.find_links),
+        trust_model_indexes=args.trust_model_indexes,
+        accelerator=args.accelerator,
+        torch_index_url=args.torch_index_url,
+        channels=tuple(args.channels),
+        override_channels=args.override_channels,
+        cuda=args.cuda,
+    )
+    result = locker.lock(spec, env, request, check=args.check, on_progress=out.progress)
     for warning in result.warnings:
         out.warn(warning)
     data = result.to_dict()
     data["checked"] = bool(args.check)
+    data["kind"] = choice.name
+    data["kind_reason"] = choice.reason
     data["source"] = source.provenance.to_dict()
-    out.result(data, lambda: render(result, checked=args.check, source=source))
+
+    def text() -> str:
+        lines = result.summary(checked=args.check, shown=shown_path)
+        if folder is not None and not args.check:
+            lines.append(
+                f"{source.provenance.uri} is a downloaded copy, kept read-only: the lock is in "
+                "envbuild's cache, beside it (-o PATH writes it elsewhere)"
+            )
+        return "\n".join(lines)
+
+    out.result(data, text)
     return 0

@@ -87,6 +87,13 @@ class Output:
         self.clear_progress()
         self.stderr.write(f"warning: {redact(message)}\n")
 
+    def note(self, message: str) -> None:
+        """A decision worth one line on standard error (also in the JSON result)."""
+        if self.json_mode:
+            return
+        self.clear_progress()
+        self.stderr.write(f"note: {message}\n")
+
     def info(self, message: str) -> None:
         """A status line on standard error, shown on terminals only."""
         if self.json_mode or not self.interactive:

@@ -50,7 +50,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, out: Output) -> int:
     from envbuild.inputs import model_input
 
-    prepared = prepare(args, out)
+    prepared = prepare(args, out, PREDICT)
     with model_input(prepared.model, args.input, args.content_type) as data:
         if out.json_mode:
             return _predict_json(args, out, prepared, data)

@@ -33,5 +33,5 @@ def run(args: argparse.Namespace, out: Output) -> int:
         from envbuild.errors import UsageError
 
         raise UsageError("no command given: envbuild run MODEL -- COMMAND [ARGS...]")
-    prepared = prepare(args, out)
+    prepared = prepare(args, out, EXEC)
     return prepared.environment.exec(command)

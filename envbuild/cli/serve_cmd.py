@@ -26,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    prepared = prepare(args, out)
+    prepared = prepare(args, out, SERVE)
     return prepared.environment.serve(
         prepared.model, args.host, args.port, args.workers, streams=out.streams()
     )

@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from envbuild import proc
 from envbuild.cache import publish, read_marker
 from envbuild.conda import _rattler
 from envbuild.conda._rattler import package_cache_dir
@@ -128,10 +127,13 @@ def host_subdir() -> str:
     return str(Subdir.current())
 
 
-def env_key(lock: CondaLock, pip_lock: Lock | None = None) -> str:
-    """The cache key of an environment: both lock halves (the conda one brings the Python)."""
-    blob = f"{LAYOUT}\n{lock.digest}\n{pip_lock.digest if pip_lock else '-'}".encode()
-    return hashlib.sha256(blob).hexdigest()[:32]
+def env_key(lock: CondaLock, pip_lock: Lock | None = None, *, link_scripts: bool = False) -> str:
+    """The cache key of an environment: both lock halves (the conda one brings the Python), and
+    whether the packages' link scripts ran (they may change the prefix)."""
+    blob = f"{LAYOUT}\n{lock.digest}\n{pip_lock.digest if pip_lock else '-'}"
+    if link_scripts:
+        blob += "\nlink-scripts"
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,32 +362,21 @@ def install_pip_half(
     offline: bool = False,
     on_line: Callable[[str], None] | None = None,
 ) -> None:
-    """Install a ``pylock.toml`` into the prefix's Python with uv, every hash required."""
-    python = prefix_python(prefix)
-    lock_path = prefix / "conda-meta" / PIP_LOCK_NAME
-    lock_path.write_text(pip_lock.text, encoding="utf-8")
-    args = [
-        proc.uv_bin(),
-        "pip",
-        "install",
-        "--python",
-        str(python),
-        "--require-hashes",
-        "--no-deps",
-        "--preview-features",
-        "pylock",
-    ]
-    if compile_bytecode:
-        args.append("--compile-bytecode")
-    if offline:
-        args.append("--offline")
-    args += ["-r", str(lock_path)]
-    proc.run(
-        args,
-        what="installing the pip packages into the conda environment",
-        error=BuildError,
+    """Install a ``pylock.toml`` into the prefix's Python with uv, every hash required, keeping
+    the conda packages (``envbuild/uv_install.py``; the lock is kept in ``conda-meta/``)."""
+    from envbuild.uv_install import install_lock
+
+    folder = prefix / "conda-meta"
+    (folder / PIP_LOCK_NAME).write_text(pip_lock.text, encoding="utf-8")
+    install_lock(
+        prefix_python(prefix),
+        pip_lock,
+        folder,
+        sync=False,
+        compile_bytecode=compile_bytecode,
+        offline=offline,
         on_line=on_line,
-        hint="the package named above failed to install; the log has uv's full output",
+        what="installing the pip packages into the conda environment",
     )
 
 
@@ -412,7 +403,7 @@ def build_env(
         raise BuildError(
             "the conda lock has no python package", path=lock.path, hint="add python to conda.yaml"
         )
-    key = env_key(lock, pip_lock)
+    key = env_key(lock, pip_lock, link_scripts=link_scripts)
     started = time.monotonic()
 
     def build(prefix: Path) -> dict[str, object]:

@@ -25,7 +25,8 @@ changes them (and so the cache key): the lock records the format version it was 
 ``lock_from_text`` reads every version rattler reads.
 
 Every URL in the lock is canonical and credential-free (see :mod:`envbuild.conda.channels`); a
-``file://`` channel makes a warning (such a lock installs only where that folder exists).
+``file://`` channel makes a warning (such a lock installs only where that folder exists; an
+image is installed on the host, so it works there too).
 """
 
 from __future__ import annotations
@@ -185,8 +186,8 @@ def lock_from_records(
     lock = lock_from_text(text)
     local = sorted({c.url for c in channels if c.is_local})
     warnings = tuple(
-        f"channel {url} is a local folder: the lock installs only where it exists (not in a "
-        "Docker image)"
+        f"channel {url} is a local folder: the lock installs only on a machine that has it "
+        "(images are fine: envbuild installs the conda packages on the host)"
         for url in local
     )
     return CondaLock(**{**_fields(lock), "warnings": warnings})

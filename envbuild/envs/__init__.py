@@ -2,8 +2,9 @@
 
 ``base.py`` defines the protocol (:class:`Backend`, :class:`Environment`, :class:`BuildOptions`,
 :class:`Plan`); ``registry.py`` maps kind names to backends (``venv.py``, ``local.py``,
-``docker.py``, ``shared.py``: a named shared environment, chosen by ``--environment``);
-``process.py`` and ``container.py`` run envbuild's runner inside an environment.
+``docker.py``, ``conda.py``, ``shared.py``: a named shared environment, chosen by
+``--environment``) and makes the automatic choice; ``process.py`` and ``container.py`` run
+envbuild's runner inside an environment.
 See docs/architecture.md for how to add a kind.
 """
 
@@ -41,7 +42,13 @@ def build(
     on_progress: Progress | None = None,
 ) -> Environment:
     """Build (or reuse) the environment of ``options.kind`` holding exactly ``lock``."""
+    from dataclasses import replace
+
+    from envbuild.envs.base import ENV
+    from envbuild.envs.registry import choose_kind
+
     options = options or BuildOptions()
+    options = replace(options, kind=choose_kind(env, options.kind, ENV, options).name)
     backend = get_backend(options.kind)
     plan = backend.plan(env, options)
     return backend.build(plan, model, env, lock, options, on_progress=on_progress)

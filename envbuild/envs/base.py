@@ -12,7 +12,14 @@ A :class:`Backend` answers three questions, in order:
    holding exactly the chosen lock, and return an :class:`Environment`.
 
 The lock itself is chosen between 2 and 3 by the one lock policy (``lock.select.select_lock``),
-or given (``reproduce`` builds from the lock it checked). An :class:`Environment` knows how to run
+or given (``reproduce`` builds from the lock it checked). A kind whose environment holds a locked
+layer below the pip half (conda) chooses that layer in ``plan`` (it decides the Python) and puts
+it in the target (``Target.base``), so the pip half is chosen for it by the same policy.
+
+Optional parts, each offered by the kinds whose registry entry has the capability:
+:class:`Preferring` (``prefers``: the automatic choice of a kind), :class:`Locking` (``lock``:
+what ``envbuild lock --kind K`` writes and checks) and :class:`Imaging` (``image_target``: the
+environment inside ``envbuild image --kind K``). An :class:`Environment` knows how to run
 envbuild's runner inside itself (predict to a file or stdout, info, serve, exec); the kinds differ
 only in how (a process with the environment's interpreter, or a container).
 """
@@ -27,7 +34,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from envbuild.envspec import EnvSpec
+    from envbuild.image.plan import ImageOptions
     from envbuild.inputs import ModelInput
+    from envbuild.lock.request import LockOutcome, LockRequest
     from envbuild.lock.select import LockChoice
     from envbuild.model import ModelSpec
     from envbuild.python import Interpreter
@@ -37,6 +46,7 @@ Progress = Callable[[str], None]
 
 # what a backend can be used for (the CLI offers a kind where its command's capability is there)
 ENV, PREDICT, SERVE, EXEC, REPRODUCE = "env", "predict", "serve", "exec", "reproduce"
+LOCK, IMAGE = "lock", "image"
 
 
 class Streams(Protocol):
@@ -52,7 +62,7 @@ class Streams(Protocol):
 class BuildOptions:
     """How to materialize: the knobs of ``env``/``predict``/``serve``/``run``/``reproduce``."""
 
-    kind: str = "venv"
+    kind: str | None = None  # None: the automatic choice (registry.choose_kind)
     python: str | None = None  # X.Y[.Z] to find, or an interpreter path, overriding the model's
     strict_python: bool = False
     install_python: bool = False
@@ -61,9 +71,45 @@ class BuildOptions:
     offline: bool = False
     accelerator: str | None = None  # --accelerator as given (decided by the target)
     torch_index_url: str | None = None  # a mirror of PyTorch's indexes (--torch-index-url)
+    package_scripts: bool = False  # conda: run the packages' link and activation scripts
     environment: str | None = None  # NAME[:VERSION] of a shared environment (the shared kind)
     allow_mismatch: bool = False  # run there even when it does not satisfy the model
     gpus: str | None = None  # all or N: GPUs a container gets (--kind docker)
+
+
+@dataclass(frozen=True)
+class BaseCheck:
+    """``reproduce``'s check of what an environment holds below its pip half (a conda prefix's
+    packages against the conda lock)."""
+
+    name: str  # what was checked ("conda")
+    checked: int  # packages compared
+    missing: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()
+    different: tuple[str, ...] = ()  # "name: locked X, installed Y" / "name: FILE changed"
+    distributions: frozenset[str] = frozenset()  # Python distributions it owns (canonical names)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.extra or self.different)
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.missing:
+            out.append(f"{self.name} packages missing {', '.join(self.missing[:5])}")
+        if self.extra:
+            out.append(f"{self.name} packages not in the lock {', '.join(self.extra[:5])}")
+        if self.different:
+            out.append(f"{self.name} packages different {'; '.join(self.different[:5])}")
+        return out
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "checked": self.checked,
+            "missing": list(self.missing),
+            "extra": list(self.extra),
+            "different": list(self.different),
+        }
 
 
 @dataclass(frozen=True)
@@ -144,6 +190,11 @@ class Environment(ABC):
         """Run ``command`` inside the environment in the foreground (may replace this
         process)."""
 
+    def verify_base(self) -> BaseCheck | None:
+        """What the environment holds below its pip half, checked against its lock (None: it
+        holds nothing there)."""
+        return None
+
 
 class Backend(Protocol):
     """One kind of environment (see the module docstring)."""
@@ -164,3 +215,41 @@ class Backend(Protocol):
         *,
         on_progress: Progress | None = None,
     ) -> Environment: ...
+
+
+class Preferring(Protocol):
+    """A kind that the automatic choice picks for some models (``registry.choose_kind``)."""
+
+    def prefers(self, env: EnvSpec, options: BuildOptions) -> str | None:
+        """Why this model should get this kind when none is asked for (None: it should not)."""
+        ...
+
+
+class Locking(Protocol):
+    """A kind with its own lock files (``envbuild lock --kind K``)."""
+
+    def lock_files(self, model: ModelSpec) -> tuple[Path, ...]:
+        """The lock files this kind keeps in a model folder."""
+        ...
+
+    def lock(
+        self,
+        model: ModelSpec,
+        env: EnvSpec,
+        request: LockRequest,
+        *,
+        check: bool = False,
+        on_progress: Progress | None = None,
+    ) -> LockOutcome:
+        """Write (or, with ``check``, verify without resolving) the kind's lock files."""
+        ...
+
+
+class Imaging(Protocol):
+    """A kind whose environment ``envbuild image --kind K`` puts into an image."""
+
+    def image_target(
+        self, env: EnvSpec, options: ImageOptions, *, on_progress: Progress | None = None
+    ) -> Target:
+        """What the image's pip lock is chosen for (its ``base``, if any, is installed too)."""
+        ...

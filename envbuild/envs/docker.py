@@ -14,7 +14,8 @@ from typing import ClassVar
 
 from envbuild.envs.base import BuildOptions, Plan, Progress
 from envbuild.envs.container import ContainerEnvironment
-from envbuild.envspec import EnvSpec
+from envbuild.envs.registry import DEFAULT_KIND
+from envbuild.envspec import EnvSpec, virtualenv_warnings
 from envbuild.errors import EnvbuildError, UsageError
 from envbuild.image import layout
 from envbuild.lock.select import LockChoice
@@ -32,6 +33,7 @@ def _options(options: BuildOptions):  # -> ImageOptions (imported lazily: docker
         offline=options.offline,
         accelerator=options.accelerator,
         torch_index_url=options.torch_index_url,
+        kind=DEFAULT_KIND,  # the docker kind runs the venv image (its lock is chosen by plan())
     )
 
 
@@ -64,7 +66,7 @@ class DockerBackend:
             source="image",
             reason=f"in the model's image ({target.platform_names[0]})",
         )
-        return Plan(self.name, target, interpreter)
+        return Plan(self.name, target, interpreter, tuple(virtualenv_warnings(env)))
 
     def build(
         self,

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
-from envbuild.envs.base import ENV, EXEC, PREDICT, REPRODUCE, SERVE
+from envbuild.envs.base import ENV, EXEC, IMAGE, LOCK, PREDICT, REPRODUCE, SERVE
 from envbuild.errors import UsageError
 
 if TYPE_CHECKING:
-    from envbuild.envs.base import Backend
+    from envbuild.envs.base import Backend, BuildOptions, Imaging, Locking
+    from envbuild.envspec import EnvSpec
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Kind:
     backend: str  # "module:Class"
     summary: str  # one line for --help
     capabilities: frozenset[str]
+    locks: str | None = None  # the kind whose lock files it builds from (None: no lock)
 
 
 KINDS: dict[str, Kind] = {
@@ -38,7 +40,15 @@ KINDS: dict[str, Kind] = {
             "venv",
             "envbuild.envs.venv:VenvBackend",
             "a cached virtualenv built from the lock (default)",
-            frozenset({ENV, PREDICT, SERVE, EXEC, REPRODUCE}),
+            frozenset({ENV, PREDICT, SERVE, EXEC, REPRODUCE, LOCK, IMAGE}),
+            locks="venv",
+        ),
+        Kind(
+            "conda",
+            "envbuild.envs.conda:CondaBackend",
+            "a conda environment from conda.yaml (py-rattler, no conda needed), in the cache",
+            frozenset({ENV, PREDICT, SERVE, EXEC, REPRODUCE, LOCK, IMAGE}),
+            locks="conda",
         ),
         Kind(
             "local",
@@ -51,6 +61,7 @@ KINDS: dict[str, Kind] = {
             "envbuild.envs.docker:DockerBackend",
             "the image `envbuild image` builds, reused while the lock and the model are unchanged",
             frozenset({ENV, PREDICT, SERVE, REPRODUCE}),
+            locks="venv",
         ),
         Kind(
             "shared",
@@ -88,3 +99,85 @@ def get_backend(name: str) -> Backend:
     module, _, cls = describe(name).backend.partition(":")
     backend: Backend = getattr(importlib.import_module(module), cls)()
     return backend
+
+
+def _with(name: str, capability: str) -> Backend:
+    if capability not in describe(name).capabilities:
+        able = ", ".join(kinds(capability))
+        raise UsageError(f"--kind {name} cannot be used here (expected {able})", field="--kind")
+    return get_backend(name)
+
+
+def locking_backend(name: str) -> Locking:
+    """The backend of a kind with its own lock files (``envbuild lock --kind``)."""
+    backend: Locking = _with(name, LOCK)  # type: ignore[assignment]
+    return backend
+
+
+def lock_files_backend(name: str) -> Locking | None:
+    """The backend that writes and checks the lock files kind ``name`` builds from (the venv
+    one for venv and docker, conda's own for conda; None for local, which locks nothing)."""
+    locks = describe(name).locks
+    return locking_backend(locks) if locks is not None else None
+
+
+def imaging_backend(name: str) -> Imaging:
+    """The backend of a kind ``envbuild image --kind`` can put into an image."""
+    backend: Imaging = _with(name, IMAGE)  # type: ignore[assignment]
+    return backend
+
+
+@dataclass(frozen=True)
+class KindChoice:
+    """The kind a command uses, and why when it was chosen automatically."""
+
+    name: str
+    reason: str | None = None  # why the automatic choice picked it (None: asked, or the default)
+    automatic: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        return {"kind": self.name, "automatic": self.automatic, "reason": self.reason}
+
+
+def choose_kind(
+    env: EnvSpec,
+    requested: str | None,
+    capability: str,
+    options: BuildOptions | None = None,
+) -> KindChoice:
+    """An explicit ``--kind`` always wins; otherwise the first kind (registry order) with
+    ``capability`` whose backend ``prefers`` the model (the conda kind, for a model that needs
+    conda packages or a Python this machine lacks), else the default."""
+    if requested:
+        describe(requested)
+        return KindChoice(requested)
+    from envbuild.envs.base import BuildOptions as Options
+
+    for name in kinds(capability):
+        if name == DEFAULT_KIND:
+            continue
+        prefers = getattr(get_backend(name), "prefers", None)
+        reason = prefers(env, options or Options()) if prefers is not None else None
+        if reason:
+            return KindChoice(name, reason, automatic=True)
+    return KindChoice(DEFAULT_KIND, None, automatic=True)
+
+
+def kinds_report(env: EnvSpec) -> tuple[tuple[dict[str, object], ...], dict[str, object]]:
+    """``inspect``: every kind with its backend's reason it cannot build the model (None: it
+    can) and whether the automatic choice picks it; and that choice."""
+    from envbuild.envs.base import ENV
+
+    choice = choose_kind(env, None, ENV)
+    report = []
+    for name in KINDS:
+        reason = get_backend(name).can_build(env)
+        report.append(
+            {
+                "kind": name,
+                "can_build": reason is None,
+                "reason": reason,
+                "chosen": name == choice.name,
+            }
+        )
+    return tuple(report), choice.to_dict()

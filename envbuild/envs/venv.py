@@ -8,12 +8,9 @@ temporary folder and published by atomic rename (``cache.publish``), which is wh
 the temporary path. envbuild installs nothing of its own into it (no pip, no setuptools, no
 runner): the runner is executed from envbuild's package by path.
 
-How packages are installed: when every package of the lock comes from an index (the usual case),
-uv installs them *by name, version and hash through that index* (``--no-deps --require-hashes``),
-which is how uv's registry cache keys wheels, so a second environment holding the same wheels
-downloads and unpacks nothing. A lock with direct URLs, local files or VCS packages is installed
-from its per-file URLs (``uv pip sync`` of the pylock). Either way exactly the lock's packages are
-installed, with hashes enforced.
+How packages are installed: see ``envbuild/uv_install.py`` (through the index by name, version
+and hash when every package comes from one, else ``uv pip sync`` of the pylock); exactly the
+lock's packages, with hashes enforced.
 
 Bytecode: by default nothing is compiled at build time; the runner's first run writes ``.pyc``
 for the modules really imported (Python writes them atomically, so concurrent first runs are
@@ -27,19 +24,24 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from envbuild import proc
 from envbuild.cache import publish, read_marker
 from envbuild.envs.base import BuildOptions, Plan, Progress
 from envbuild.envs.process import ProcessEnvironment
-from envbuild.envspec import EnvSpec
+from envbuild.envspec import EnvSpec, virtualenv_warnings
 from envbuild.errors import BuildError, UsageError
 from envbuild.lock.pylock import Lock
 from envbuild.lock.select import LockChoice
 from envbuild.model import ModelSpec
 from envbuild.python import Interpreter, choose_interpreter
 from envbuild.target import Target
+from envbuild.uv_install import install_lock
+
+if TYPE_CHECKING:
+    from envbuild.image.plan import ImageOptions
+    from envbuild.lock.request import LockRequest, PipLocks
 
 LAYOUT = "venv-2"  # bump when the way environments are built changes
 LOCK_NAME = "pylock.envbuild.toml"
@@ -162,29 +164,6 @@ def venv_environment(
     )
 
 
-def install_env(lock: Lock, torch_index_url: str | None = None) -> dict[str, str]:
-    """uv's environment: the index settings (credentials included) the lock was resolved with,
-    through variables, never on a command line or in a file.
-
-    A lock whose torch family comes from a PyTorch index (or its mirror) gets that index as an
-    extra one: installing by name needs it, and ``--require-hashes`` still admits only the
-    locked files, whatever other index serves the same names.
-    """
-    from dataclasses import replace
-
-    from envbuild.accelerator import has_index
-    from envbuild.indexes import IndexSetting, configure
-
-    config = configure(torch_index_url=torch_index_url)
-    recorded = lock.indexes.get("accelerator-index")
-    if lock.accelerator and has_index(lock.accelerator) and isinstance(recorded, str):
-        setting = config.torch_index(lock.accelerator)
-        if setting.redacted != recorded and "***" not in recorded:
-            setting = IndexSetting("extra-index-url", recorded, "the lock")
-        config = replace(config, extra_index_urls=(*config.extra_index_urls, setting))
-    return config.child_env(proc.base_env())
-
-
 def _build_with_uv(
     tmp: Path,
     lock: Lock,
@@ -211,32 +190,16 @@ def _build_with_uv(
         error=BuildError,
     )
     (tmp / LOCK_NAME).write_text(lock.text, encoding="utf-8")
-    if not lock.packages:
-        return  # a model that needs nothing installed: the bare environment is the lock
-    python = str(env_python(tmp))
-    if lock.from_indexes_only:
-        reqs = tmp / "envbuild-requirements.txt"
-        reqs.write_text(lock.requirements_txt(), encoding="utf-8")
-        args = [uv, "pip", "install", "--python", python, "--no-deps", "--require-hashes"]
-        args += ["--no-config", "--index-strategy", "unsafe-best-match", "-r", str(reqs)]
-    else:
-        args = [uv, "pip", "sync", "--python", python, "--require-hashes"]
-        args += ["--preview-features", "pylock", str(tmp / LOCK_NAME)]
-    if compile_bytecode:
-        args.append("--compile-bytecode")
-    if offline:
-        args.append("--offline")
-    try:
-        proc.run(
-            args,
-            what="installing the locked packages",
-            error=BuildError,
-            env=install_env(lock, torch_index_url),
-            on_line=on_line,
-            hint="the package named above failed to install; the log has uv's full output",
-        )
-    finally:
-        (tmp / "envbuild-requirements.txt").unlink(missing_ok=True)
+    install_lock(
+        env_python(tmp),
+        lock,
+        tmp,
+        sync=True,
+        compile_bytecode=compile_bytecode,
+        offline=offline,
+        on_line=on_line,
+        torch_index_url=torch_index_url,
+    )
 
 
 def _build_with_pip(
@@ -325,7 +288,7 @@ class VenvBackend:
             warnings=warnings,
         )
         target = Target.for_interpreter(env, interpreter.version, accelerator=options.accelerator)
-        return Plan(self.name, target, interpreter, tuple(warnings))
+        return Plan(self.name, target, interpreter, (*warnings, *virtualenv_warnings(env)))
 
     def build(
         self,
@@ -358,3 +321,57 @@ class VenvBackend:
             if on_progress
             else None,
         )
+
+    def lock_files(self, model: ModelSpec) -> tuple[Path, ...]:
+        from envbuild.lock.pylock import PYLOCK_NAME
+
+        return (model.path / PYLOCK_NAME,)
+
+    def lock(
+        self,
+        model: ModelSpec,
+        env: EnvSpec,
+        request: LockRequest,
+        *,
+        check: bool = False,
+        on_progress: Progress | None = None,
+    ) -> PipLocks:
+        """``envbuild lock``: the model's ``pylock.toml`` (or ``-o``), written or checked."""
+        from envbuild.lock import check_lock, lock_model
+        from envbuild.lock.pylock import PYLOCK_NAME
+        from envbuild.lock.request import PipLocks
+
+        platforms = request.platforms or None
+        output = request.output
+        if output is None and request.folder is not None:
+            output = str(Path(request.folder) / PYLOCK_NAME)
+        if check:
+            return PipLocks(
+                check_lock(model, output, python=request.python, platforms=platforms, env=env)
+            )
+        return PipLocks(
+            lock_model(
+                model,
+                output=output,
+                python=request.python,
+                platforms=platforms,
+                accelerator=request.accelerator,
+                torch_index_url=request.torch_index_url,
+                as_of=request.as_of,
+                offline=request.offline,
+                index_url=request.index_url,
+                extra_index_urls=request.extra_index_urls,
+                find_links=request.find_links,
+                trust_model_indexes=request.trust_model_indexes,
+                env=env,
+                on_progress=on_progress,
+            )
+        )
+
+    def image_target(
+        self, env: EnvSpec, options: ImageOptions, *, on_progress: Progress | None = None
+    ) -> Target:
+        """A venv image: the model's Python (or ``--python``) on ``linux/<arch>``."""
+        from envbuild.image.plan import image_target
+
+        return image_target(env, options)

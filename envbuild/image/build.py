@@ -57,9 +57,10 @@ class ImageResult:
 
 def check_base(client: docker.DockerClient, plan: ImagePlan) -> str | None:
     """The base image's own Python (asked of the image when it does not declare it), checked
-    against the lock's ``X.Y`` before anything is built; None when the base is not here yet
-    (or has no Python: a CUDA base the build stage installs Python into)."""
-    if plan.python_install:
+    against the lock's ``X.Y`` before anything is built; None when the base is not here yet, has
+    no Python (a CUDA base the build stage installs Python into), or when the environment brings
+    its own Python (a conda prefix: the base's does not matter)."""
+    if plan.python_install or plan.base is not None:
         return None
     found = engine.image_python(client, plan.base_image, ask=True)
     if found is not None and python_minor(found) != plan.python_minor:
@@ -84,7 +85,7 @@ def build_image(
     client = engine.client()
     base_python = check_base(client, plan)
     with temporary_directory("image") as tmp:
-        context = write_context(plan, tmp / "context")
+        context = write_context(plan, tmp / "context", on_progress=on_progress)
         built = engine.build(
             client,
             context,

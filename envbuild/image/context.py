@@ -12,12 +12,13 @@ import hashlib
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from envbuild.__about__ import __version__
 from envbuild.errors import ModelError, UsageError
+from envbuild.image import layout
 from envbuild.image.local_sources import FILES_DIR
 from envbuild.lock.pylock import PYLOCK_NAME
 from envbuild.runtime_files import runtime_files
@@ -110,6 +111,8 @@ def dockerfile_text(plan: ImagePlan) -> str:
             python_version=plan.lock.python,
             device=plan.gpu.device if plan.gpu else "cpu",
             cuda=(plan.gpu.cuda if plan.gpu else None) or "",
+            base_lock_name=plan.base.lock_file[0] if plan.base is not None else None,
+            pip_packages=bool(plan.lock.packages),
         )
     )
 
@@ -120,8 +123,25 @@ def _copy(source: Path, target: Path, executable: bool) -> None:
     os.chmod(target, 0o755 if executable else 0o644)
 
 
-def write_context(plan: ImagePlan, folder: Path) -> Path:
-    """Write the complete build context into ``folder`` (absent or empty); returns it."""
+def _readable(root: Path) -> None:
+    """Every file of an installed prefix readable (and folders enterable) by the image's user,
+    whatever the umask it was installed with; executable bits kept."""
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode
+        wanted = mode | (0o555 if path.is_dir() else 0o444)
+        if wanted != mode:
+            os.chmod(path, stat.S_IMODE(wanted))
+
+
+def write_context(
+    plan: ImagePlan, folder: Path, *, on_progress: Callable[[str], None] | None = None
+) -> Path:
+    """Write the complete build context into ``folder`` (absent or empty); returns it.
+
+    With a base lock (conda), its environment is installed into ``env/`` for the image's
+    ``/opt/env`` (see ``plan.py``), and its lock file written beside ``pylock.toml``."""
     folder = Path(folder)
     model_root = Path(os.path.realpath(plan.model.path))
     if model_root in (Path(os.path.realpath(folder)), *Path(os.path.realpath(folder)).parents):
@@ -141,6 +161,16 @@ def write_context(plan: ImagePlan, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "Dockerfile").write_text(dockerfile_text(plan), encoding="utf-8")
     (folder / PYLOCK_NAME).write_text(plan.lock.text, encoding="utf-8")
+    if plan.base is not None:
+        name, text = plan.base.lock_file
+        (folder / name).write_text(text, encoding="utf-8")
+        os.chmod(folder / name, 0o644)
+        if on_progress:
+            on_progress(f"installing the {plan.base.name} packages for {layout.ENV_DIR}")
+        plan.base.install_for(
+            folder / "env", layout.ENV_DIR, offline=plan.offline, on_progress=on_progress
+        )
+        _readable(folder / "env")
     for name, path in runtime_files():
         _copy(path, folder / "runtime" / name, False)
     (folder / "model").mkdir()
@@ -164,6 +194,6 @@ def write_context(plan: ImagePlan, folder: Path) -> Path:
     for path in (folder / "Dockerfile", folder / PYLOCK_NAME):
         os.chmod(path, 0o644)
     for path in [folder, *folder.rglob("*")]:  # whatever the umask: COPY keeps these modes
-        if path.is_dir():
+        if path.is_dir() and not path.is_symlink():
             os.chmod(path, 0o755)
     return folder

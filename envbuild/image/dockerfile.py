@@ -71,6 +71,8 @@ class DockerfileInputs:
     python_version: str = ""
     device: str = "cpu"  # what the model runs on: cpu, cuda, rocm, xpu
     cuda: str = ""  # CUDA X.Y of a CUDA image
+    base_lock_name: str | None = None  # the environment is a prefix from the context (conda)
+    pip_packages: bool = True  # the pip lock installs anything
 
 
 def render_dockerfile(inputs: DockerfileInputs) -> str:
@@ -100,5 +102,9 @@ def render_dockerfile(inputs: DockerfileInputs) -> str:
         "device": _one_line("the device", inputs.device),
         "cuda_image": inputs.device == "cuda",
         "cuda": _one_line("the CUDA version", inputs.cuda),
+        "prefix": inputs.base_lock_name is not None,
+        "base_lock_name": inputs.base_lock_name or "",
+        "env_variable": "CONDA_PREFIX" if inputs.base_lock_name else "VIRTUAL_ENV",
+        "pip_packages": inputs.pip_packages,
     }
     return render(template, values, name=TEMPLATE_NAME)

@@ -13,6 +13,18 @@ talks to the engine, ``build.py`` puts them together. The decisions made here:
   loads the system's CUDA an ``nvidia/cuda`` runtime base into which the build stage installs
   Python (``gpu.py``, from ``cuda_bases.toml``); another ``--base-image`` must have the same
   ``X.Y`` (checked before the build when the image is present, and by the build itself).
+  A kind whose lock has a base that brings its own Python (``--kind conda``) needs no Python in
+  the base image: ``debian:bookworm-slim`` by default.
+* **Kind** (``--kind``, else the automatic choice): which environment goes to ``/opt/env``: a
+  virtualenv made in the build stage (venv), or a conda prefix (conda). A conda prefix is
+  installed *on the host* by py-rattler for its final path ``/opt/env`` (rattler's
+  ``alternative_target_prefix``: placeholders replaced with ``/opt/env``, nothing run in it) and
+  copied into the build stage from the context (``env/``); the build stage then installs the pip
+  half into it with uv. Why on the host: the conda packages come from channels the build may not
+  reach (a ``file://`` channel, a mirror with credentials), the host's package cache already holds
+  them, and installing needs py-rattler, which a base without Python cannot run; every package is
+  checked against the lock's sha256 on the way. The cost: the prefix travels in the context (as
+  large as the environment), and the host must be Linux of the image's architecture.
 * **uv in the build stage**: when envbuild runs on Linux with the image's architecture, the very
   uv binary envbuild uses is copied into the context (no network step, exactly the same version);
   otherwise (a Mac, a cross-architecture build) the base image's pip installs ``uv==<that
@@ -39,7 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from envbuild.__about__ import __version__
-from envbuild.envspec import EnvSpec
+from envbuild.envspec import EnvSpec, virtualenv_warnings
 from envbuild.errors import BuildError, UsageError
 from envbuild.image.context import model_digest
 from envbuild.image.gpu import BaseChoice, choose_base
@@ -49,7 +61,14 @@ from envbuild.indexes import IndexSetting
 from envbuild.lock.pylock import Lock
 from envbuild.lock.select import LockChoice, select_lock
 from envbuild.model import ModelSpec
-from envbuild.target import Platform, Target, choose_accelerator, model_python, parse_platform
+from envbuild.target import (
+    BaseLock,
+    Platform,
+    Target,
+    choose_accelerator,
+    model_python,
+    parse_platform,
+)
 
 if TYPE_CHECKING:
     from envbuild.sources import Provenance
@@ -81,6 +100,7 @@ class ImageOptions:
     nocache: bool = False  # build without the engine's layer cache (benchmarks)
     accelerator: str | None = None  # --accelerator as given (decided by image_target)
     torch_index_url: str | None = None  # a mirror of PyTorch's indexes
+    kind: str | None = None  # venv or conda; None: the automatic choice
 
 
 @dataclass(frozen=True)
@@ -109,6 +129,9 @@ class ImagePlan:
     local_files: tuple[LocalFile, ...] = ()  # copied into the build stage (local_sources.py)
     install_lock: str | None = None  # the build stage's lock when local files are in it
     prestaged: bool = False  # --offline: packages installed here, copied into the build stage
+    kind: str = "venv"
+    base: BaseLock | None = None  # what /opt/env holds below the pip half (a conda lock)
+    offline: bool = False  # install the base from the package cache only
 
     @property
     def python_minor(self) -> str:
@@ -117,12 +140,14 @@ class ImagePlan:
     def to_dict(self) -> dict[str, object]:
         return {
             "model": str(self.model.path),
+            "kind": self.kind,
             "tag": self.tag,
             "base_image": self.base_image,
             "platform": self.platform.name,
             "python": self.lock.python,
             "lock_digest": self.lock.digest,
             "lock_source": self.lock_source,
+            "base_lock_digest": self.base.digest if self.base else None,
             "model_digest": self.model_digest,
             "ca_cert": str(self.ca_cert) if self.ca_cert else None,
             "ca_source": self.ca_source,
@@ -160,6 +185,13 @@ def image_platform(text: str | None) -> Platform:
 
 
 DEFAULT_BASE_IMAGE = "python:{python}-slim"
+NO_PYTHON_BASE_IMAGE = "debian:bookworm-slim"  # for an environment that brings its own Python
+
+
+def no_python_base_image() -> str:
+    """The base of an image whose environment brings its own Python (a conda prefix):
+    ``debian:bookworm-slim``, or the image ``$ENVBUILD_CONDA_BASE_IMAGE`` names (a mirror)."""
+    return os.environ.get("ENVBUILD_CONDA_BASE_IMAGE") or NO_PYTHON_BASE_IMAGE
 
 
 def default_base_image(minor: str) -> str:
@@ -302,6 +334,7 @@ def image_labels(
     tag: str,
     extra: Mapping[str, str],
     source: Provenance | None = None,
+    base: BaseLock | None = None,
 ) -> dict[str, str]:
     """OCI annotations plus envbuild's own (model, lock, version, and for a model URI where it
     came from: ``envbuild.model.uri``, ``.registered-name``, ``.version``, ``.run-id``, the
@@ -324,6 +357,8 @@ def image_labels(
         f"{LABEL_PREFIX}.python": lk.python,
         f"{LABEL_PREFIX}.model.digest": digest,
     }
+    if base is not None:
+        labels[f"{LABEL_PREFIX}.{base.name}.lock.digest"] = base.digest
     if spec.model_uuid:
         labels[f"{LABEL_PREFIX}.model.uuid"] = spec.model_uuid
     if spec.run_id:
@@ -379,10 +414,15 @@ def plan_image(
     the target platform. ``source`` (a model URI's provenance) is recorded in the labels only:
     the default tag stays keyed by the lock and the model's files.
     """
+    from envbuild.envs.base import IMAGE
+    from envbuild.envs.registry import DEFAULT_KIND, choose_kind, imaging_backend
+
     options = options or ImageOptions()
     warnings: list[str] = [*model.warnings, *env.warnings]
     target = image_platform(options.platform)
+    base_lock: BaseLock | None = None
     if lock is not None:
+        kind = options.kind or DEFAULT_KIND
         if target.name not in lock.lock.platforms:
             raise UsageError(
                 f"the lock targets {', '.join(lock.lock.platforms)}, not {target.name}",
@@ -391,6 +431,13 @@ def plan_image(
             )
         choice = lock
     else:
+        kind = choose_kind(env, options.kind, IMAGE).name
+        lock_target = imaging_backend(kind).image_target(env, options, on_progress=on_progress)
+        base_lock = lock_target.base
+        if base_lock is None:
+            warnings.extend(virtualenv_warnings(env))
+        else:
+            warnings.extend(base_lock.warnings)
         from envbuild.indexes import configure
 
         indexes = configure(
@@ -399,7 +446,7 @@ def plan_image(
         choice = select_lock(
             model,
             env,
-            image_target(env, options),
+            lock_target,
             offline=options.offline,
             indexes=indexes,
             on_progress=on_progress,
@@ -418,8 +465,12 @@ def plan_image(
         )
     gpu = choose_base(lk)
     warnings.extend(gpu.warnings)
-    base = options.base_image or gpu.base_image or default_base_image(lk.python_minor)
-    python_install = gpu.python_install and not options.base_image
+    if base_lock is not None:
+        base = options.base_image or no_python_base_image()
+        python_install = False
+    else:
+        base = options.base_image or gpu.base_image or default_base_image(lk.python_minor)
+        python_install = gpu.python_install and not options.base_image
     if on_progress:
         on_progress("hashing the model's files")
     digest = model_digest(model.path)
@@ -445,7 +496,7 @@ def plan_image(
         platform_given=bool(options.platform),
         tag=tag,
         model_digest=digest,
-        labels=image_labels(model, lk, digest, base, tag, labels, source),
+        labels=image_labels(model, lk, digest, base, tag, labels, source, base_lock),
         ca_cert=ca_cert,
         ca_source=ca_source,
         uv_binary=uv_binary,
@@ -462,6 +513,9 @@ def plan_image(
         local_files=local_files,
         install_lock=install_lock,
         prestaged=options.offline,
+        kind=kind,
+        base=base_lock,
+        offline=options.offline,
     )
 
 

@@ -30,7 +30,7 @@ SITE_DIR = "site"  # in the context's build/ folder
 
 def stage_packages(plan: ImagePlan, folder: Path) -> Path:
     """Install ``plan``'s lock into ``folder`` (new) for the image, offline; returns it."""
-    from envbuild.envs.venv import install_env
+    from envbuild.uv_install import install_env
 
     lk = plan.lock
     uv = proc.uv_bin()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 from datetime import date, datetime
 from pathlib import Path
 
@@ -107,14 +106,7 @@ def lock_model(
     )
     if not write:
         return lk
-    try:
-        previous = out_path.read_bytes()
-    except OSError:
-        previous = None
-    changed = previous != lk.text.encode("utf-8")
-    if changed:
-        lk = lk.write(out_path)
-    return replace(lk, path=out_path, changed=changed)
+    return lk.write_changed(out_path)
 
 
 def check_lock(

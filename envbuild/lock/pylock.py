@@ -137,6 +137,18 @@ class Lock:
         atomic_write(target, self.text.encode("utf-8"))
         return replace(self, path=target)
 
+    def write_changed(self, path: str | os.PathLike[str]) -> Lock:
+        """Write the lock to ``path`` unless the file already holds these bytes; returns the lock
+        with ``path`` and ``changed`` set (an existing file is replaced atomically)."""
+        target = Path(path)
+        try:
+            previous: bytes | None = target.read_bytes()
+        except OSError:
+            previous = None
+        changed = previous != self.text.encode("utf-8")
+        written = self.write(target) if changed else self
+        return replace(written, path=target, changed=changed)
+
     def to_dict(self) -> dict[str, Any]:
         """What ``lock --json`` prints."""
         return {

@@ -46,10 +46,23 @@ class LockChoice:
         }
 
 
+def model_lock_name(target: Target) -> str:
+    """The model folder's lock for ``target``: ``pylock.toml``, or the base's pip half
+    (``pylock.conda.toml``), which is resolved for another Python and around the base."""
+    return target.base.pip_lock_name if target.base is not None else PYLOCK_NAME
+
+
 def model_lock_problem(lk: Lock, env: EnvSpec, target: Target) -> str | None:
     """Why the model's own lock cannot serve ``target`` (None when it can)."""
     if lk.input_digest != env.digest():
         return "it no longer matches the model's requirements"
+    recorded_base = lk.tool.get("base")
+    if target.base is None and recorded_base:
+        return f"it is the pip half of a {recorded_base} environment"
+    if target.base is not None:
+        problem = target.base.problem(lk.tool)
+        if problem:
+            return problem
     missing = [name for name in target.platform_names if name not in lk.platforms]
     if missing:
         return f"it targets {', '.join(lk.platforms)}, not {', '.join(missing)}"
@@ -91,7 +104,8 @@ def select_lock(
     if indexes is None:
         indexes = configure(model_options=env.index_options)
     advice = indexes.local_advice()
-    own = model.path / PYLOCK_NAME
+    own_name = model_lock_name(target)
+    own = model.path / own_name
     reason: str | None = None
     if own.is_file():
         try:
@@ -122,9 +136,11 @@ def select_lock(
         platform = ""
         if target.platform_names != ("linux/amd64",):
             platform = f" --platform {','.join(target.platform_names)}"
+        if target.base is not None:
+            platform = f" {target.base.lock_args}{platform}"
         warnings.insert(
             0,
-            f"{PYLOCK_NAME} is not used: {reason}; envbuild resolved its own lock for "
+            f"{own_name} is not used: {reason}; envbuild resolved its own lock for "
             f"{target.describe()} (run `envbuild lock {model.path}{platform}` to update the "
             "model's)",
         )

@@ -168,15 +168,24 @@ def _uv_command(job: _Job, target: Platform, out_dir: Path) -> list[str]:
         "never",
         "--no-progress",
     ]
-    if job.env.constraints:
+    if (job.workdir / "constraints.txt").is_file():
         args += ["--constraints", str(job.workdir / "constraints.txt")]
     if job.excludes:
         args += ["--excludes", str(job.workdir / "excludes.txt")]
+    for name in _base_names(job.target):
+        # installed by the base (conda): resolved at its version, left out of the pip half
+        args += ["--no-emit-package", name]
     if job.as_of:
         args += ["--exclude-newer", job.as_of]
     if job.offline:
         args.append("--offline")
     return args
+
+
+def _base_names(target: Target) -> list[str]:
+    if target.base is None:
+        return []
+    return sorted({c.split("==", 1)[0] for c in target.base.constraints()})
 
 
 def _child_env(job: _Job) -> dict[str, str]:
@@ -328,6 +337,9 @@ def _document(job: _Job, packages: list[dict[str, Any]]) -> dict[str, Any]:
     if job.as_of:
         tool["as-of"] = job.as_of
     tool["input-digest"] = env.digest()
+    if job.target.base is not None:
+        tool["base"] = job.target.base.name
+        tool.update(job.target.base.record())
     tool.update(job.indexes.record())
     tool["requirements"] = sorted(redact(r.text) for r in env.requirements)
     if env.constraints:
@@ -464,9 +476,14 @@ def resolve(
     if accel.has_index(target.accelerator):
         torch_index = indexes.torch_index(target.accelerator or "")
     with temporary_directory("lock") as workdir:
-        if env.constraints:
+        (workdir / "requirements.in").write_text(
+            "".join(f"{r.text}\n" for r in env.requirements), encoding="utf-8"
+        )
+        base = target.base.constraints() if target.base is not None else ()
+        if env.constraints or base:
             (workdir / "constraints.txt").write_text(
-                "".join(f"{r.text}\n" for r in env.constraints), encoding="utf-8"
+                "".join(f"{line}\n" for line in [*(r.text for r in env.constraints), *base]),
+                encoding="utf-8",
             )
         job = _Job(
             env=env,

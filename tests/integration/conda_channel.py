@@ -18,6 +18,9 @@ package's files plus ``info/index.json`` and ``info/paths.json``), indexed with
   so a test can check that both kinds of prefix replacement happened (``probe()``);
 * ``pip`` (noarch: python): the pip of that interpreter, as conda-forge packages it, since real
   ``conda.yaml`` files list ``pip``;
+* ``pyyaml`` (noarch: python): the pure-Python part of the PyYAML running the tests, so a
+  model's environment made from the channel alone can read its MLmodel (envbuild's runner
+  needs PyYAML or MLflow);
 * ``envbuild-greet 1.0`` (noarch: python, with an entry point) depending on ``envbuild-util``;
 * ``envbuild-util 0.1`` (built 2023-01-01) and ``0.2`` (built 2024-06-01), noarch: python, so a
   solve picks the newest unless ``exclude_newer`` says otherwise;
@@ -59,7 +62,7 @@ from tests.interpreters import on_ci, python
 
 CHANNEL_NAME = "envbuild-test"
 PYTHON_MINOR = "3.10"
-RECIPE = "1"  # bump to rebuild cached channels after changing what they hold
+RECIPE = "2"  # bump to rebuild cached channels after changing what they hold
 MTIME = 1_700_000_000  # every file in every package: reproducible archives
 # conda-build's binary placeholder: long, so that any real prefix fits in its place
 BINARY_PLACEHOLDER = (
@@ -425,6 +428,28 @@ def _pip_package(work: Path, channel: Path, exe: Path) -> None:
     write_package(channel / "noarch", root, index, link=link)
 
 
+def _pyyaml_package(work: Path, channel: Path) -> None:
+    """PyYAML's pure-Python modules (its C speedups left out: ``yaml`` falls back without
+    them), as a noarch python package."""
+    import yaml
+
+    source = Path(yaml.__file__).parent
+    root = work / "pyyaml"
+    target = root / "site-packages" / "yaml"
+    target.mkdir(parents=True)
+    for module in sorted(source.glob("*.py")):
+        shutil.copyfile(module, target / module.name)
+    dist = root / "site-packages" / f"PyYAML-{yaml.__version__}.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: PyYAML\nVersion: {yaml.__version__}\n"
+    )
+    (dist / "INSTALLER").write_text("conda\n")
+    index = _index("pyyaml", yaml.__version__, "pyh_0", "noarch", ["python >=3.8"], noarch="python")
+    link = {"noarch": {"type": "python", "entry_points": []}, "package_metadata_version": 1}
+    write_package(channel / "noarch", root, index, link=link)
+
+
 def _drop_index_times(repodata: Path) -> None:
     """The indexer stamps every record with *now* (``indexed_timestamp``), which the solver's
     ``exclude_newer`` prefers to the build ``timestamp``; without it the channel looks like
@@ -464,6 +489,7 @@ def build_channel(dest: Path, exe: Path) -> str:
         version = _python_package(work, dest, exe)
         _probe_package(work, dest, exe, version)
         _pip_package(work, dest, exe)
+        _pyyaml_package(work, dest)
         _scripts_package(work, dest)
         for util_version, stamp in UTIL_VERSIONS:
             _noarch_python(
@@ -511,6 +537,7 @@ def _cache_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _key(exe: Path) -> str:
     import rattler
+    import yaml
 
     real = Path(os.path.realpath(exe))
     stat = real.stat()
@@ -522,6 +549,7 @@ def _key(exe: Path) -> str:
             f"{real}:{stat.st_size}:{int(stat.st_mtime)}",
             cc,
             rattler.__version__,
+            yaml.__version__,
         ]
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

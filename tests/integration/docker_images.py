@@ -157,6 +157,17 @@ def ensure_base_image(python_minor: str) -> str:
     return ensure_base_images([python_minor])[python_minor]
 
 
+def ensure_debian_slim(*, timeout: float = 1800) -> str:
+    """The stand-in for ``debian:bookworm-slim`` (no Python: the base of conda images), under
+    the test-only tag ``envbuild-test/debian:bookworm-slim`` (``scripts/base-images
+    --debian-slim``, tagged again on every call); returns the tag, for ``--base-image``."""
+    out = _run_script([BASE_IMAGES_SCRIPT, "--debian-slim"], timeout).strip().splitlines()
+    tag = out[-1] if out else ""
+    if not tag or not _image_exists(tag):
+        raise DockerUnavailableError(f"scripts/base-images --debian-slim did not produce {tag!r}")
+    return tag
+
+
 def require_docker(python_minors: Iterable[str] = ()) -> dict[str, str]:
     """Engine plus the given base images, for fixtures: skip (or, with CI set, fail) if not.
 
@@ -176,6 +187,20 @@ def docker_engine() -> docker.DockerClient:
     """Session fixture: a client for a running engine (skip/fail per require_docker)."""
     require_docker()
     return client()
+
+
+@pytest.fixture(scope="session")
+def debian_slim_image(docker_engine: docker.DockerClient) -> str:
+    """Session fixture: the tag of the stand-in for debian:bookworm-slim (see ensure_debian_slim),
+    with envbuild pointed at it (``ENVBUILD_CONDA_BASE_IMAGE``) for the rest of the session."""
+    try:
+        tag = ensure_debian_slim()
+        os.environ["ENVBUILD_CONDA_BASE_IMAGE"] = tag
+        return tag
+    except DockerUnavailableError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"Docker test infrastructure unavailable on CI: {exc}", pytrace=False)
+        pytest.skip(f"Docker unavailable: {exc}")
 
 
 @pytest.fixture(scope="session")

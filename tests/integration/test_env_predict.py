@@ -197,7 +197,9 @@ def test_no_interpreter_for_the_model_exits_4(sklearn_iris_model: Path, tmp_path
     shutil.copytree(sklearn_iris_model, model)
     text = (model / "python_env.yaml").read_text()
     (model / "python_env.yaml").write_text(re.sub(r"python: .*", "python: 3.15.0", text))
-    proc = run_cli("env", str(model))
+    # --kind venv: without it, a model with a conda.yaml whose Python is not installed here gets
+    # the conda kind (its channel brings the interpreter; test_conda_kind.py covers that)
+    proc = run_cli("env", str(model), "--kind", "venv")
     assert proc.returncode == 4
     assert "no Python 3.15.0" in proc.stderr and "installed:" in proc.stderr
     assert "hint:" in proc.stderr

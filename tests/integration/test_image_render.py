@@ -125,3 +125,28 @@ def test_model_files_follow_inner_links_and_refuse_outer_ones(tmp_path):
     (model / "leak").symlink_to(tmp_path)
     with pytest.raises(ModelError, match="outside the model folder"):
         list(model_files(model))
+
+
+def test_a_conda_prefix_comes_from_the_context_on_a_base_without_python():
+    text = render_dockerfile(
+        inputs(base_image="debian:bookworm-slim", base_lock_name="pixi.lock", pip_packages=True)
+    )
+    _, build, final = re.split(r"^FROM debian:bookworm-slim(?: AS build)?$", text, flags=re.M)
+    assert "RUN python -c" not in build  # the base's own Python is neither needed nor checked
+    assert "uv venv" not in build and "uv pip sync" not in build
+    steps = [line for line in build.splitlines() if line.startswith(("COPY", "RUN"))]
+    prefix = steps.index("COPY env/ /opt/env/")
+    assert steps[prefix + 1].startswith("RUN /opt/env/bin/python -m compileall")
+    assert steps[prefix + 2] == "COPY pylock.toml /opt/envbuild-build/pylock.toml"
+    assert steps[prefix + 3].startswith("RUN uv pip install --preview-features pylock")
+    assert "CONDA_PREFIX=/opt/env" in final and "VIRTUAL_ENV" not in final
+    copies = re.findall(r"^COPY .*$", final, flags=re.M)
+    assert copies[-4:] == [
+        "COPY pylock.toml /opt/envbuild/pylock.toml",
+        "COPY pixi.lock /opt/envbuild/pixi.lock",
+        "COPY runtime/ /opt/envbuild/runtime/",
+        "COPY model/ /opt/model/",  # still the last layer
+    ]
+    assert re.search(r"^USER 10001:10001$", final, flags=re.M)
+    empty = render_dockerfile(inputs(base_lock_name="pixi.lock", pip_packages=False))
+    assert "uv pip install" not in empty  # nothing to install on top of conda's packages

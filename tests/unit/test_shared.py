@@ -358,10 +358,39 @@ def test_union_needs_one_python_and_names_both_pins(tmp_path: Path) -> None:
     assert union_env([a, model("d", "3.10", "six")], python="3.11").python is None
 
 
+def without_prefix_blocks(lines: list[str]) -> list[str]:
+    """A template's lines as a venv image has them: the conda kind's ``{% if prefix %}`` blocks
+    dropped, their ``{% else %}`` parts kept (other directives left as they are)."""
+    import re
+
+    directive = re.compile(r"^\s*\{%\s*(if|else|endif)\s*([a-z_]*)\s*%\}\s*$")
+    out: list[str] = []
+    stack: list[tuple[bool, bool]] = []  # (a prefix block?, keeping its lines now?)
+    for line in lines:
+        found = directive.match(line)
+        keeping = all(keep for _prefix, keep in stack)
+        if found and found[1] == "if":
+            stack.append((found[2] == "prefix", found[2] != "prefix"))
+            if found[2] != "prefix" and keeping:
+                out.append(line)
+            continue
+        if found and stack and stack[-1][0]:
+            if found[1] == "else":
+                stack[-1] = (True, True)
+            else:
+                stack.pop()
+            continue
+        if found and found[1] == "endif":
+            stack.pop()
+        if keeping:
+            out.append(line)
+    return out
+
+
 def build_stage(name: str) -> list[str]:
     from envbuild.templates import read_template
 
-    lines = read_template(name).splitlines()
+    lines = without_prefix_blocks(read_template(name).splitlines())
     start = next(i for i, line in enumerate(lines) if line.endswith(" AS build"))
     end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("FROM "))
     return [line for line in lines[start:end] if line.strip() and not line.startswith("#")]
