@@ -183,6 +183,13 @@ class RegistryError(EnvbuildError):
     exit_code = ExitCode.BAD_INPUT
 
 
+class ArchiveError(EnvbuildError):
+    """A packed environment (``envbuild pack``) that cannot be read: missing, truncated,
+    corrupted, not made by envbuild, or missing what its manifest promises."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
 class EnvironmentUnsuitable(EnvbuildError):
     """A named shared environment does not satisfy the model (``check``, ``--environment``
     without ``--allow-mismatch``), or can no longer be used (its prefix or image is gone).
@@ -209,3 +216,11 @@ class EnvironmentUnsuitable(EnvbuildError):
         if self.verdict is not None:
             data["verdict"] = self.verdict
         return data
+
+
+class ArchiveMismatch(EnvbuildError):
+    """A packed environment that does not suit where it is used: another platform, an older C
+    library or another Python than the executors' or the model's (exit 8, as a shared
+    environment that does not satisfy the model)."""
+
+    exit_code = ExitCode.ENVIRONMENT_UNSUITABLE

@@ -40,3 +40,13 @@ def mlmodel_variables(model: ModelSpec) -> dict[str, str]:
 
     text = json.dumps(thaw(model.document), separators=(",", ":"), default=str)
     return {MLMODEL_JSON: text} if len(text) < _MAX_MLMODEL_JSON else {}
+
+
+def runner_version() -> str:
+    """The runner's protocol version (``RUNNER_VERSION`` in ``runtime/commands.py``), read from
+    the file rather than imported: the runtime is never imported into envbuild."""
+    import re
+
+    text = (RUNTIME_DIR / "commands.py").read_text(encoding="utf-8")
+    match = re.search(r'^RUNNER_VERSION = "([^"]+)"', text, re.MULTILINE)
+    return match.group(1) if match else "unknown"

@@ -24,7 +24,7 @@ from envbuild.cache import MARKER, cache_root, read_marker
 from envbuild.cache.usage import exclusive, in_use, last_used, sidecar, users
 from envbuild.errors import UsageError
 
-KINDS = ("envs", "locks", "models", "conda", "conda-locks")
+KINDS = ("envs", "locks", "models", "conda", "conda-locks", "packs")
 SIDECARS = ("used", "users", "inuse", "lock")
 IMAGE_REPOSITORY = "envbuild/"
 
@@ -96,6 +96,7 @@ _SINGULAR = {
     "models": "model",
     "conda": "conda",
     "conda-locks": "conda-lock",
+    "packs": "pack",
 }
 
 
@@ -116,7 +117,14 @@ def entries(root: Path | None = None, *, images: bool = True) -> list[Entry]:
                 continue
             details: dict[str, Any] = {
                 k: marker[k]
-                for k in ("python_version", "lock_digest", "installer", "python", "reference")
+                for k in (
+                    "python_version",
+                    "lock_digest",
+                    "installer",
+                    "python",
+                    "reference",
+                    "archive",
+                )
                 if k in marker
             }
             found.append(

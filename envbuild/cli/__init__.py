@@ -29,6 +29,7 @@ COMMANDS = (
     "check",
     "ci-template",
     "cache",
+    "pack",
 )
 
 

@@ -10,9 +10,10 @@ names. Backends are imported on first use (the docker SDK and py-rattler are not
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from envbuild.envs.base import ENV, EXEC, IMAGE, LOCK, PREDICT, REPRODUCE, SERVE
 from envbuild.errors import UsageError
@@ -31,6 +32,7 @@ class Kind:
     summary: str  # one line for --help
     capabilities: frozenset[str]
     locks: str | None = None  # the kind whose lock files it builds from (None: no lock)
+    packer: str | None = None  # "module:function" staging it for `envbuild pack`, if it can be
 
 
 KINDS: dict[str, Kind] = {
@@ -42,6 +44,7 @@ KINDS: dict[str, Kind] = {
             "a cached virtualenv built from the lock (default)",
             frozenset({ENV, PREDICT, SERVE, EXEC, REPRODUCE, LOCK, IMAGE}),
             locks="venv",
+            packer="envbuild.pack.venv:stage",
         ),
         Kind(
             "conda",
@@ -91,6 +94,20 @@ def describe(name: str) -> Kind:
             f"unknown environment kind {name!r} (expected {', '.join(KINDS)})", field="--kind"
         )
     return kind
+
+
+def get_packer(name: str) -> Callable[..., dict[str, Any]]:
+    """The function that stages kind ``name``'s environment for ``envbuild pack`` (a UsageError
+    saying which kinds can be packed otherwise)."""
+    kind = describe(name)
+    if kind.packer is None:
+        packable = ", ".join(k.name for k in KINDS.values() if k.packer)
+        raise UsageError(
+            f"the {name} kind cannot be packed (kinds that can: {packable})", field="--kind"
+        )
+    module, _, function = kind.packer.partition(":")
+    packer: Callable[..., dict[str, Any]] = getattr(importlib.import_module(module), function)
+    return packer
 
 
 @cache

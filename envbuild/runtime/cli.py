@@ -1,4 +1,5 @@
-"""The runner's command line: ``predict``, ``serve``, ``info``; every error is one line on stderr.
+"""The runner's command line: ``predict``, ``serve``, ``stream``, ``info``; every error is one line
+on stderr.
 
 Exit codes: 0 success, 1 a bug in the runtime, 2 bad input or usage (a bad option value, a port in
 use), 5 the model failed to load or to predict, 130 interrupted.
@@ -50,7 +51,7 @@ def port_number(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="runner.py", description="Run an MLflow model in this environment.")
-    commands = parser.add_subparsers(dest="command", metavar="{predict,serve,info}")
+    commands = parser.add_subparsers(dest="command", metavar="{predict,serve,stream,info}")
     commands.required = True
 
     predict = commands.add_parser("predict", help="score a JSON or CSV input")
@@ -85,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes (default: $ENVBUILD_WORKERS, else 1)",
     )
 
+    stream = commands.add_parser(
+        "stream", help="load the model once, then score framed batches from stdin (stream.py)"
+    )
+    stream.add_argument("--model", required=True)
+
     info = commands.add_parser("info", help="describe this environment as JSON")
     info.add_argument("--model", default=None)
     return parser
@@ -103,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands.cmd_predict(args, stdout_fd)
         if args.command == "info":
             return commands.cmd_info(args, stdout_fd)
+        if args.command == "stream":
+            from .stream import cmd_stream
+
+            return cmd_stream(args.model, stdout_fd)
         return commands.cmd_serve(args)
     except RunnerError as exc:
         if debug:
