@@ -77,6 +77,30 @@ def write_archive(tree: Path, manifest: dict[str, Any], dest: Path) -> None:
                     tar.addfile(_info(name, mode, tarfile.REGTYPE, st.st_size), handle)
 
 
+def write_files_archive(files: list[tuple[str, Path, bool]], dest: Path) -> None:
+    """Write ``(name, file, executable)`` entries (a model folder's files) to ``dest``,
+    reproducibly: the same files give the same archive."""
+    with (
+        open(dest, "wb") as raw,
+        gzip.GzipFile(
+            filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=COMPRESSLEVEL
+        ) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        folders: set[str] = set()
+        for name, path, executable in sorted(files):
+            parts = name.split("/")[:-1]
+            for depth in range(1, len(parts) + 1):
+                folder = "/".join(parts[:depth])
+                if folder not in folders:
+                    folders.add(folder)
+                    tar.addfile(_info(folder, 0o755, tarfile.DIRTYPE))
+            size = path.stat().st_size
+            with open(path, "rb") as handle:
+                mode = 0o755 if executable else 0o644
+                tar.addfile(_info(name, mode, tarfile.REGTYPE, size), handle)
+
+
 def read_manifest(path: Path) -> dict[str, Any]:
     """The manifest of a packed archive (its first member), or an ArchiveError saying why not."""
     try:
