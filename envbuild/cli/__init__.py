@@ -30,6 +30,7 @@ COMMANDS = (
     "ci-template",
     "cache",
     "pack",
+    "spark-job",
 )
 
 

@@ -20,7 +20,8 @@ Bytecode is shipped, compiled with ``--invalidation-mode unchecked-hash``: an un
 is never edited, executors often unpack into folders their Python cannot write (or
 ``PYTHONDONTWRITEBYTECODE`` is set), and an MLflow environment loads in half the time with its
 ``.pyc`` (3 s instead of 7 s); hash-based ``.pyc`` do not depend on file times, so the archive
-stays byte-for-byte reproducible (``PYTHONHASHSEED=0`` fixes the order of set constants).
+stays byte-for-byte reproducible (``PYTHONHASHSEED=0`` fixes the order of set constants, and one
+compiling process in sorted file order fixes which strings marshal writes as references).
 
 The archive is built once per (lock, interpreter, envbuild version) into the cache
 (``cache.publish("packs", ...)``); ``-o`` gets a copy. Its default name records the lock digest,
@@ -233,7 +234,7 @@ def _compile(tree: Path, python: dict[str, Any]) -> None:
         [exe, "-s", "-c", "import json, sys; print(json.dumps([sys.prefix, sys.executable]))"],
         what="starting the packed interpreter",
         error=BuildError,
-        env=_clean_env(),
+        env=_clean_env() | {"PYTHONDONTWRITEBYTECODE": "1"},  # compileall writes them all
     )
     prefix, _ = json.loads(probe.stdout.strip().splitlines()[-1])
     if os.path.realpath(prefix) != os.path.realpath(tree):
@@ -248,8 +249,9 @@ def _compile(tree: Path, python: dict[str, Any]) -> None:
             "-m",
             "compileall",
             "-q",
+            "-f",
             "-j",
-            "0",
+            "1",  # one process, files in sorted order: workers' interning states would differ
             "--invalidation-mode",
             "unchecked-hash",
             "-d",

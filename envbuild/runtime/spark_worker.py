@@ -258,7 +258,7 @@ def _state() -> dict[tuple[str, str], Runner]:
         module = types.ModuleType(STATE_MODULE, "envbuild's runners in this Python worker")
         runners: dict[tuple[str, str], Runner] = {}
         module.runners = runners  # type: ignore[attr-defined]
-        module.starts = 0  # type: ignore[attr-defined]
+        module.starts = {}  # type: ignore[attr-defined]
         sys.modules[STATE_MODULE] = module
 
         def close_all() -> None:
@@ -280,8 +280,8 @@ def runner_for(plan: Plan) -> Runner:
             runner.close()
         runner = Runner(plan)
         runners[key] = runner
-        module = sys.modules[STATE_MODULE]
-        module.starts += 1  # type: ignore[attr-defined]
+        starts = sys.modules[STATE_MODULE].starts
+        starts[key] = starts.get(key, 0) + 1
     return runner
 
 
@@ -412,16 +412,15 @@ def predict_batch(runner: Runner, pdf: Any, plan: Plan, offset: int) -> list[Any
     if ok:
         return decode(answer, len(pdf), plan["outputs"])
     message = str(answer.get("message") or "the model failed")
+    code = "INPUT" if answer.get("exit_code") == 2 else "MODEL"
     where = "partition %d, rows %d-%d" % (_partition(), offset, offset + len(pdf) - 1)
-    if answer.get("exit_code") == 2:
-        raise ScoringError("INPUT", "%s: %s" % (where, message))
+    if answer.get("error_code") == "INVALID_PARAMETER_VALUE":  # the batch's columns, not a row
+        raise ScoringError(code, "%s: %s" % (where, message))
     row = _first_failing(runner, pdf) if len(pdf) > 1 else 0
     if row is None:
-        raise ScoringError(
-            "MODEL", "%s: fails as a whole (each half scores): %s" % (where, message)
-        )
+        raise ScoringError(code, "%s: fails as a whole (each half scores): %s" % (where, message))
     raise ScoringError(
-        "MODEL",
+        code,
         "partition %d, row %d (%s): %s"
         % (_partition(), offset + row, _row_text(pdf, row), message),
     )
@@ -467,13 +466,13 @@ def describe_frames(iterator: Iterator[Any], plan: Plan) -> Iterator[Any]:
         if len(pdf):
             predict_batch(runner, pdf, plan, offset)
         info = dict(runner.hello)
-        module = sys.modules[STATE_MODULE]
+        starts = sys.modules[STATE_MODULE].starts
         info.update(
             partition=_partition(),
             rows=len(pdf),
             worker_pid=os.getpid(),
             runner_batches=runner.batches,
-            runner_starts=module.starts,
+            runner_starts=starts.get((plan["env"], plan["model"]), 0),
             worker_python=sys.executable,
             worker_platform=host_platform(),
             worker_libc=host_libc(),

@@ -153,7 +153,7 @@ def prepare_job(
     from envbuild.pack import pack
     from envbuild.pack.model import model_archive
     from envbuild.runtime_files import mlmodel_variables
-    from envbuild.spark.types import input_columns, result_outputs, signature_outputs
+    from envbuild.spark.types import input_columns, input_types, result_outputs, signature_outputs
 
     spec = model if isinstance(model, ModelSpec) else load_model(model)
     env = read_env(spec)
@@ -176,6 +176,7 @@ def prepare_job(
         "expected": {"lock": manifest["lock"]["digest"], "platform": manifest["platform"]},
         "inputs": required + optional,
         "required": required,
+        "input_types": input_types(signature.inputs if signature else None),
         "outputs": outputs,
         "struct": len(outputs) > 1,
         "timeout": float(env_manager_timeout),

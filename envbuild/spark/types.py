@@ -104,3 +104,13 @@ def input_columns(inputs: Any) -> tuple[list[str], list[str]]:
     required = [str(s["name"]) for s in specs if s.get("required", True)]
     optional = [str(s["name"]) for s in specs if not s.get("required", True)]
     return required, optional
+
+
+def input_types(inputs: Any) -> dict[str, str]:
+    """Input column name -> Spark DDL type (for reading CSV input as the signature says)."""
+    specs = [s for s in (inputs or ()) if isinstance(s, Mapping)]
+    return {
+        str(s["name"]): _column_type(s)
+        for s in specs
+        if s.get("name") and s.get("type") not in ("tensor", None)
+    }
