@@ -87,7 +87,10 @@ def main() -> int:
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
     # MLflow's uv/virtualenv managers look for the model's Python on PATH (pyenv's folder here)
-    os.environ["PATH"] = f"{Path(sys.base_prefix) / 'bin'}:{os.environ['PATH']}"
+    # (and uv itself, installed in this venv)
+    os.environ["PATH"] = (
+        f"{Path(sys.executable).parent}:{Path(sys.base_prefix) / 'bin'}:{os.environ['PATH']}"
+    )
     work = Path(tempfile.mkdtemp(prefix="envbuild-bench-spark-"))
     os.environ["ENVBUILD_CACHE_DIR"] = str(work / "envbuild-cache")
     os.environ["MLFLOW_ENV_ROOT"] = str(work / "mlflow-envs")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,14 +212,19 @@ def _runpath(path: Path) -> bool:
 
 def elf_runpath(path: Path) -> str:
     """The DT_RUNPATH (else DT_RPATH) of a 64-bit little-endian ELF file, "" when it has none."""
-    import struct
-
     try:
         data = path.read_bytes()
     except OSError:
         return ""
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         return ""
+    try:
+        return _dynamic_runpath(data)
+    except (struct.error, IndexError, ValueError):  # a truncated or unusual file: none found
+        return ""
+
+
+def _dynamic_runpath(data: bytes) -> str:
     (shoff,) = struct.unpack_from("<Q", data, 0x28)
     shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
     sections = [

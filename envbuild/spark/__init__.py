@@ -157,8 +157,14 @@ def prepare_job(
 
     spec = model if isinstance(model, ModelSpec) else load_model(model)
     env = read_env(spec)
-    path = pack(spec, env).cached if archive is None else Path(archive)
-    manifest = _verified(path)
+    if archive is None:  # envbuild's own cached archive, published whole: no read-through
+        from envbuild.pack import read_manifest
+
+        path = pack(spec, env).cached
+        manifest = read_manifest(path)
+    else:
+        path = Path(archive)
+        manifest = _verified(path)
     _check_model_python(spec, env, manifest, path)
     model_tar, digest = model_archive(spec.path)
     signature = spec.signature

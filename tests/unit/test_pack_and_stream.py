@@ -201,3 +201,22 @@ def test_worker_batches_keep_every_float_digit_and_decode_typed_columns(worker) 
     assert two[0].tolist() == [1.5, 2.5] and two[1].tolist() == ["u", "v"]
     with pytest.raises(worker.ScoringError, match="returned 1 predictions for 2 rows"):
         worker.decode({"predictions": [1]}, 2, [{"name": "prediction", "type": "double"}])
+
+
+def test_run_paths_are_read_from_elf_files_as_patchelf_reads_them(tmp_path: Path) -> None:
+    import shutil
+
+    from envbuild.pack.interpreter import elf_runpath
+
+    patchelf = shutil.which("patchelf")
+    if patchelf is None:
+        pytest.skip("patchelf is not installed")
+    binaries = [Path(os.path.realpath(sys.executable)), Path("/bin/ls")]
+    for binary in binaries:
+        shown = subprocess.run(
+            [patchelf, "--print-rpath", str(binary)], capture_output=True, text=True
+        )
+        assert elf_runpath(binary) == shown.stdout.strip()
+    (tmp_path / "short").write_bytes(b"\x7fELF\x02\x01")
+    assert elf_runpath(tmp_path / "short") == ""
+    assert elf_runpath(tmp_path / "absent") == ""
