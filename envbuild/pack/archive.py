@@ -151,7 +151,12 @@ def verify_archive(path: Path) -> dict[str, Any]:
                     assert handle is not None
                     while handle.read(1 << 20):
                         pass
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            # tar stops at its end marker; gzip checks its CRC only at the end of the stream,
+            # and a flipped byte in a stored (uncompressed) block is caught by nothing else
+            assert tar.fileobj is not None
+            while tar.fileobj.read(1 << 20):
+                pass
+    except (tarfile.TarError, OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise ArchiveError(f"corrupted archive ({_reason(exc)})", path=path) from None
     if needed:
         raise ArchiveError(f"incomplete archive: {', '.join(sorted(needed))} missing", path=path)
