@@ -72,7 +72,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         install_python=args.install_python,
         offline=args.offline,
     )
-    spec, env = load_specs(args)
+    spec, env = load_specs(args, out)
     output = args.output if args.output is not None else Path.cwd()
     packed = pack(spec, env, options, output=output, on_progress=out.progress)
     out.clear_progress()

@@ -32,9 +32,11 @@ def master(text: str) -> str:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_model(parser)
-    parser.add_argument("--input", required=True, metavar="PATH", help="the table to score")
+    # required, but checked in run(): argparse's own check would stop the MODEL-only parse that
+    # every command taking MODEL must accept (its source options)
+    parser.add_argument("--input", metavar="PATH", help="the table to score (required)")
     parser.add_argument(
-        "--output", required=True, metavar="PATH", help="where the scored table is written"
+        "--output", metavar="PATH", help="where the scored table is written (required)"
     )
     parser.add_argument(
         "--format", choices=("parquet", "csv"), default="parquet", help="input and output format"
@@ -78,11 +80,16 @@ def _spark_submit(given: str | None) -> str:
 
 
 def command(args: argparse.Namespace, out: Output) -> tuple[list[str], dict[str, object]]:
+    from envbuild.cli.common import load_specs
     from envbuild.errors import UsageError
     from envbuild.runtime_files import RUNTIME_DIR
     from envbuild.spark import prepare_job
 
-    job = prepare_job(args.model, args.archive, prediction_col=args.prediction_col)
+    for option in ("input", "output"):
+        if not getattr(args, option):
+            raise UsageError(f"--{option} PATH is required", hint="see `envbuild spark-job --help`")
+    spec, _ = load_specs(args, out)
+    job = prepare_job(spec, args.archive, prediction_col=args.prediction_col)
     plan = dict(job.plan)
     if len(json.dumps(plan)) > _MAX_PLAN:
         plan.pop("mlmodel_json", None)  # the environment reads MLmodel itself (PyYAML, MLflow)

@@ -59,7 +59,7 @@ __all__ = [
     "verify_archive",
 ]
 
-LAYOUT = "pack-1"  # bump when what goes into an archive changes
+LAYOUT = "pack-2"  # bump when what goes into an archive changes
 RUNNER = "envbuild/runtime/runner.py"
 LOCK = "envbuild/pylock.toml"
 
@@ -180,6 +180,9 @@ def pack(
         }
 
     entry, built = publish("packs", key, build)
+    from envbuild.cache.usage import record_user
+
+    record_user(entry, str(model.path))  # `envbuild cache list` says which models use it
     names = sorted(entry.glob("*.tar.gz"))
     if len(names) != 1:
         raise BuildError(f"{entry}: the cached pack holds {len(names)} archives, expected one")

@@ -26,4 +26,7 @@ def model_archive(root: Path) -> tuple[Path, str]:
         return {"reference": str(root), "digest": digest}
 
     entry, _ = publish("packs", key, build)
+    from envbuild.cache.usage import record_user
+
+    record_user(entry, str(root))
     return entry / "model.tar.gz", digest

@@ -204,7 +204,14 @@ def _check_model_python(spec: ModelSpec, env: Any, manifest: dict[str, Any], pat
 
 def _ship(spark: Any, job: SparkJob) -> None:
     """Add both archives to the session once (``SparkContext.addArchive``)."""
-    context = spark.sparkContext
+    try:
+        context = spark.sparkContext
+    except Exception:  # Spark Connect sessions have no SparkContext
+        raise UsageError(
+            "envbuild.spark needs a classic Spark session (SparkContext.addArchive); this one "
+            "has no SparkContext (Spark Connect?)",
+            hint="use envbuild spark-job, or a session from SparkSession.builder without remote()",
+        ) from None
     for path, alias in ((job.archive, job.env_alias), (job.model_archive, job.model_alias)):
         key = (str(context.applicationId), alias)
         if key not in _SHIPPED:
