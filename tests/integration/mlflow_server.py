@@ -121,22 +121,35 @@ def start_server(root: Path) -> MlflowServer:
 
 
 @contextmanager
-def tracking_to(url: str) -> Iterator[None]:
-    """MLflow's process-wide tracking URI set to ``url`` for a block, then restored."""
+def tracking_to(url: str, experiment: str | None = None) -> Iterator[None]:
+    """MLflow's process-wide tracking state (URI, active experiment) pointed at ``url`` for a
+    block, then restored. ``mlflow.set_experiment`` leaves its experiment's id in a module global
+    and in MLFLOW_EXPERIMENT_ID; left behind, the next server's ``start_run`` asks for an
+    experiment that does not exist there."""
     import mlflow
+    from mlflow.tracking import fluent
     from mlflow.tracking._tracking_service import utils
 
     saved_global = utils._tracking_uri
-    saved_env = os.environ.get("MLFLOW_TRACKING_URI")
+    saved_experiment = fluent._active_experiment_id
+    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
     mlflow.set_tracking_uri(url)
+    fluent._active_experiment_id = None
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
     try:
+        if experiment is not None:
+            mlflow.set_experiment(experiment)
         yield
     finally:
+        if mlflow.active_run():
+            mlflow.end_run()
         utils._tracking_uri = saved_global
-        if saved_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved_env
+        fluent._active_experiment_id = saved_experiment
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 NAME = "iris-src"  # the registered model of the ``registry`` fixture

@@ -20,6 +20,7 @@ import envbuild
 from envbuild.capturing import CaptureWarning, infer_requirements
 from envbuild.capturing.mlflow_hook import patched
 from envbuild.errors import ModelRunError
+from tests.integration.mlflow_server import tracking_to
 from tests.integration.test_capture import broken_python_model, clean_env, cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.network, pytest.mark.slow]
@@ -32,13 +33,8 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import mlflow
 
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # the lock: PyPI only, not this machine's
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    mlflow.set_experiment("capture-hook")
-    yield mlflow
-    if mlflow.active_run():
-        mlflow.end_run()
-    mlflow.set_tracking_uri(previous)
+    with tracking_to(f"sqlite:///{tmp_path}/mlflow.db", experiment="capture-hook"):
+        yield mlflow
 
 
 @pytest.fixture(scope="module")

@@ -403,7 +403,9 @@ def test_an_environment_image_installs_as_a_model_image_does() -> None:
     assert build_stage("Dockerfile.environment.tmpl") == stage
 
 
-def test_environment_and_on_environment_dockerfiles(tmp_path: Path) -> None:
+def test_environment_and_on_environment_dockerfiles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from envbuild.image.environment import dockerfile_text as environment_dockerfile
     from envbuild.image.environment import plan_environment_image
     from envbuild.image.shared import dockerfile_text, plan_on_environment
@@ -415,6 +417,7 @@ def test_environment_and_on_environment_dockerfiles(tmp_path: Path) -> None:
         'lock-version = "1.0"\nrequires-python = "==3.11.*"\n[tool.envbuild]\n'
         'python = "3.11.7"\nplatforms = ["linux/amd64"]\n'
     )
+    monkeypatch.delenv("ENVBUILD_BASE_IMAGE", raising=False)  # set by the docker stand-ins
     plan = plan_environment_image("team", "2", lock)
     text = environment_dockerfile(plan)
     assert plan.tag == "envbuild-env/team:2" and "FROM python:3.11-slim AS build" in text
