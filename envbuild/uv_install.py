@@ -18,6 +18,7 @@ from pathlib import Path
 from envbuild import proc
 from envbuild.errors import BuildError
 from envbuild.lock.pylock import Lock
+from envbuild.target import host_platform
 
 
 def install_env(lock: Lock, torch_index_url: str | None = None) -> dict[str, str]:
@@ -67,6 +68,7 @@ def install_lock(
         reqs.write_text(lock.requirements_txt(), encoding="utf-8")
         args = [uv, "pip", "install", "--python", str(python), "--no-deps", "--require-hashes"]
         args += ["--index-strategy", "unsafe-best-match", "-r", str(reqs)]
+        args += _platform_args(lock)
     elif sync:
         args = [uv, "pip", "sync", "--python", str(python), "--require-hashes"]
         args += ["--preview-features", "pylock", str(lock_path)]
@@ -89,3 +91,15 @@ def install_lock(
         )
     finally:
         reqs.unlink(missing_ok=True)
+
+
+def _platform_args(lock: Lock) -> list[str]:
+    """``--python-platform`` of the lock's target for this machine: installing by name, uv picks
+    the best wheel *this* machine accepts from every configured index, which may be a newer tag
+    than the lock was resolved for (``manylinux_2_34`` where the lock has ``2_28``) and so not a
+    locked file (its hash fails). The lock's own platform makes uv choose among the files the
+    resolution chose from."""
+    host = host_platform()
+    if host is None or host.name not in lock.platforms:
+        return []
+    return ["--python-platform", host.uv_platform]

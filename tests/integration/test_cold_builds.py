@@ -4,8 +4,10 @@ wheel cache, nothing is compiled up front, and the first run writes bytecode saf
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import platform
 import subprocess
 import sys
 import uuid
@@ -17,6 +19,7 @@ from envbuild.envs.venv import build_venv
 from envbuild.lock import Lock, lock_model
 from envbuild.proc import uv_bin
 from envbuild.python import find_interpreter
+from envbuild.target import host_platform
 from tests.conftest import REPO, run_cli, write_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.network]
@@ -94,3 +97,34 @@ def test_bytecode_is_written_once_by_the_first_runs_and_they_can_run_together(
     again = run_cli("predict", str(model), env=env)
     assert again.returncode == 0 and again.stdout == outputs[0][0]
     assert pyc_files(site) == written
+
+
+def test_an_install_by_name_takes_the_locked_files_when_an_index_has_a_newer_tagged_one(
+    small_lock: Lock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock was resolved for manylinux_2_28; a configured index (pip's extra index, a
+    find-links folder) offering a wheel of the same version with a newer platform tag that this
+    machine accepts must not be picked (its hash is not in the lock)."""
+    host = host_platform()
+    glibc = platform.libc_ver()[1]
+    if host is None or not host.name.startswith("linux/") or not glibc:
+        pytest.skip("the newer-tagged wheel needs a glibc Linux host")
+    if tuple(int(p) for p in glibc.split(".")[:2]) < (2, 34):
+        pytest.skip("this glibc would refuse a manylinux_2_34 wheel anyway")
+    wheel = f"six-1.16.0-py3-none-manylinux_2_34_{host.machine}.whl"
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / wheel).write_bytes(b"not the locked file")
+    digest = hashlib.sha256(b"not the locked file").hexdigest()
+    page = tmp_path / "simple" / "six" / "index.html"
+    page.parent.mkdir(parents=True)
+    page.write_text(f'<a href="../../files/{wheel}#sha256={digest}">{wheel}</a>\n')
+    monkeypatch.setenv("UV_EXTRA_INDEX_URL", (tmp_path / "simple").as_uri())
+    lock = dataclasses.replace(small_lock, content_digest=f"sha256:c-{uuid.uuid4().hex}")
+    env = build_venv(lock, find_interpreter("3.11"))
+    listing = subprocess.run(
+        [str(env.python), "-c", "import six; print(six.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert listing.stdout.strip() == "1.16.0"
