@@ -305,9 +305,10 @@ def run_probe(
         args += ["--input", str(input_path)]
     if model.pyfunc is not None and model.pyfunc.code:
         args += ["--code", model.pyfunc.code]
-    # No bytecode in the model folder (its code is imported from there), and no PYTHONPATH: the
-    # model must load from what is installed, as it will where it is served.
-    env = proc.base_env({"PYTHONDONTWRITEBYTECODE": "1"})
+    # No PYTHONPATH: the model must load from what is installed, as it will where it is served.
+    # Bytecode is written as the user's environment says, except into the model folder (the
+    # probe sees to that): forcing PYTHONDONTWRITEBYTECODE would recompile mlflow every time.
+    env = proc.base_env()
     done = proc.run(
         args,
         what="capturing the model's imports",

@@ -39,6 +39,8 @@ from __future__ import annotations
 import argparse
 import ast
 import base64
+import csv
+import gc
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -72,6 +74,23 @@ def _norm(path: str) -> str:
 
 def _real(path: str) -> str:
     return os.path.normcase(os.path.realpath(path))
+
+
+class RealPaths:
+    """``_real`` for many files in few folders: each folder is resolved once (``realpath`` walks
+    every component of every path, the most expensive step of mapping 2,000 modules)."""
+
+    def __init__(self) -> None:
+        self.folders: dict[str, str] = {}
+
+    def __call__(self, path: str) -> str:
+        folder, name = os.path.split(path)
+        if not os.path.isabs(path) or name in ("", ".", "..") or os.path.islink(path):
+            return _real(path)
+        real = self.folders.get(folder)
+        if real is None:
+            real = self.folders[folder] = _real(folder)
+        return os.path.join(real, os.path.normcase(name))
 
 
 def _under(path: str, folder: str) -> bool:
@@ -249,6 +268,54 @@ def _module_name(relative: str) -> str | None:
     return ".".join(names)
 
 
+def _headers(text: str) -> dict[str, list[str]]:
+    """The header fields of a core metadata file (``METADATA``, ``PKG-INFO``), lower-cased
+    names -> values in order. What ``email``'s parser reads for the few fields used here, at a
+    fraction of its cost (it is the slowest part of reading a hundred distributions)."""
+    fields: dict[str, list[str]] = {}
+    last: list[str] | None = None
+    for line in text.splitlines():
+        if not line:
+            break  # the body (the long description) follows the first empty line
+        if line[0] in " \t":
+            if last:
+                last[-1] += " " + line.strip()  # a folded value
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            last = None
+            continue
+        last = fields.setdefault(name.strip().lower(), [])
+        last.append(value.strip())
+    return fields
+
+
+def _record_rows(text: str) -> list[tuple[str, str | None]]:
+    """(path, sha256 in RECORD's urlsafe base64, or None) of each line of a ``RECORD`` file,
+    read directly: ``Distribution.files`` builds a path object and checks every listed file
+    exists, which costs more than everything else the probe does once the model is loaded."""
+    rows = []
+    for row in csv.reader(text.splitlines()):
+        if not row or not row[0]:
+            continue
+        digest = row[1] if len(row) > 1 else ""
+        mode, _, value = digest.partition("=")
+        rows.append((row[0], value if mode == "sha256" and value else None))
+    return rows
+
+
+def _files(dist: Any) -> list[tuple[str, str | None]]:
+    """The files a distribution lists, relative to its location, with RECORD's hashes."""
+    record = _text_or_none(dist, "RECORD")
+    if record is not None:
+        return _record_rows(record)
+    try:  # egg-info: installed-files.txt or SOURCES.txt, as importlib reads them
+        files = dist.files
+    except Exception:
+        files = None
+    return [(str(entry), _record_hash(entry)) for entry in files or ()]
+
+
 class Installed:
     """Every distribution importlib.metadata sees, and which files and modules each provides."""
 
@@ -263,11 +330,22 @@ class Installed:
         self.by_top: dict[str, set[int]] = {}
         seen = set()
         for dist in metadata.distributions():
+            text = _text_or_none(dist, "METADATA")
+            dist_info = text is not None
+            if text is None:
+                text = _text_or_none(dist, "PKG-INFO")
             try:
-                meta = dist.metadata
-                name = meta["Name"]
+                if text is not None:
+                    fields = _headers(text)
+                else:
+                    meta = dist.metadata
+                    fields = {
+                        key.lower(): list(meta.get_all(key) or [])
+                        for key in ("Name", "Version", "Requires-Dist")
+                    }
             except Exception:
                 continue
+            name = (fields.get("name") or [""])[0]
             if not name:
                 continue
             key = name.lower().replace("_", "-").replace(".", "-")
@@ -276,15 +354,15 @@ class Installed:
                 location = str(dist.locate_file(""))
             except Exception:
                 location = None
-            requires = meta.get_all("Requires-Dist")
-            if requires is None:  # egg-info: requires.txt
+            requires: list[str] | None = fields.get("requires-dist")
+            if requires is None and not dist_info:  # egg-info: requires.txt
                 try:
                     requires = dist.requires
                 except Exception:
                     requires = None
             info = {
                 "name": name,
-                "version": meta["Version"],
+                "version": next(iter(fields.get("version") or ()), None),
                 "requires": list(requires or []),
                 "direct_url": _json_or_none(dist, "direct_url.json"),
                 "installer": (_text_or_none(dist, "INSTALLER") or "").strip() or None,
@@ -293,17 +371,11 @@ class Installed:
             }
             seen.add(key)
             self.dists.append(info)
-            files = None
-            try:
-                files = dist.files
-            except Exception:
-                files = None
             base = _norm(location) if location else None
-            for entry in files or ():
-                rel = str(entry)
+            for rel, digest in _files(dist):
                 if base is not None:
                     full = os.path.normcase(os.path.normpath(os.path.join(base, rel)))
-                    self.by_file.setdefault(full, []).append((index, _record_hash(entry)))  # type: ignore[arg-type]
+                    self.by_file.setdefault(full, []).append((index, digest))
                 module = _module_name(rel)
                 if module is not None:
                     self.by_module.setdefault(module, set()).add(index)
@@ -502,6 +574,28 @@ def static_imports(
 # The run
 
 
+def keep_bytecode_out_of(folder: str) -> None:
+    """Write no ``.pyc`` under ``folder`` (the model's: its code is imported from there, and it
+    may be read-only or about to be logged), and write them as usual everywhere else.
+
+    Python's own switch (``PYTHONDONTWRITEBYTECODE``) is all or nothing: with it, every capture
+    in an environment installed without bytecode (uv's default) compiles mlflow and its
+    dependencies from source again, which doubles the load. Bytecode is written (or not, when
+    the user set the variable) as it would be by the user's own ``import`` in that environment.
+    """
+    folders = {_norm(folder), _real(folder)}
+    loader = importlib.machinery.SourceFileLoader
+    write = loader.set_data
+
+    def set_data(self: Any, path: str, data: bytes, *, _mode: int = 0o666) -> None:
+        target = _norm(path)
+        if any(_under(target, f) for f in folders):
+            return
+        write(self, path, data, _mode=_mode)
+
+    loader.set_data = set_data  # type: ignore[method-assign, assignment]
+
+
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
@@ -581,9 +675,10 @@ def collect_modules(
     modules: list[dict[str, Any]] = []
     counts = {"stdlib": 0, "model": 0, "runtime": 0, "namespace": 0}
     here = _real(_HERE)
+    real_path = RealPaths()
     for name in sorted(files):
         file = files[name]
-        real = _real(file) if file is not None else None
+        real = real_path(file) if file is not None else None
         top = name.split(".")[0]
         if name == "__main__" or top.startswith(_PRIVATE_PREFIX) or top == "envbuild":
             counts["runtime"] += 1
@@ -643,6 +738,9 @@ def probe(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     finally:
         if recorder in sys.meta_path:
             sys.meta_path.remove(recorder)
+    # What the model loaded stays alive: keep the collector from walking it again and again
+    # while the mapping below makes its many small objects.
+    gc.freeze()
     mapping_started = time.monotonic()
     installed = Installed()
     modules, counts = collect_modules(before, recorder, stdlib, model_dir, installed)
@@ -702,6 +800,7 @@ def main(argv: list[str] | None = None) -> int:
     if sys.path and os.path.abspath(sys.path[0] or os.curdir) == _HERE:
         del sys.path[0]
     args = build_parser().parse_args(argv)
+    keep_bytecode_out_of(os.path.abspath(args.model))
     runtime = Runtime()
     stdout_fd = runtime.output.claim_stdout()
     try:
