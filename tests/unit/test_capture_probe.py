@@ -8,6 +8,8 @@ import base64
 import hashlib
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -84,6 +86,45 @@ def test_files_and_names_map_to_the_distributions_that_ship_them(probe, site: Pa
     ]
     assert installed.dists[index["labelled-torch"]]["version"] == "2.1.0+cpu"
     assert installed.owners_of_name("not_installed_anywhere") == []
+
+
+def test_metadata_headers_are_read_past_folded_fields(probe, tmp_path: Path, monkeypatch) -> None:
+    """METADATA is read directly (not through ``email``): a folded field with a line of spaces
+    in it (a licence text) does not end the headers, the body after the empty line is not read."""
+    site = tmp_path / "site-packages"
+    fake_dist(site, "folded-dist", "3.1", {"folded_mod.py": b""})
+    metadata = site / "folded_dist-3.1.dist-info" / "METADATA"
+    metadata.write_text(
+        "Metadata-Version: 2.1\nName: folded-dist\nVersion: 3.1\n"
+        "License: Copyright (c) someone\n        \n        Redistribution is allowed.\n"
+        "Requires-Dist: numpy>=1.25\nRequires-Dist: pytest ; extra == 'tests'\n"
+        "\nRequires-Dist: not-a-header (the description)\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    installed = probe.Installed()
+    (info,) = [d for d in installed.dists if d["name"] == "folded-dist"]
+    assert info["version"] == "3.1"
+    assert info["requires"] == ["numpy>=1.25", "pytest ; extra == 'tests'"]
+
+
+def test_bytecode_is_written_except_into_the_model_folder(probe, tmp_path: Path) -> None:
+    model, elsewhere = tmp_path / "model", tmp_path / "site"
+    for folder, name in ((model / "code", "model_mod"), (elsewhere, "env_mod")):
+        folder.mkdir(parents=True)
+        (folder / f"{name}.py").write_text("X = 1\n")
+    script = (
+        "import sys, importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('p', {str(PROBE_PATH)!r})\n"
+        "probe = importlib.util.module_from_spec(spec); spec.loader.exec_module(probe)\n"
+        f"probe.keep_bytecode_out_of({str(model)!r})\n"
+        f"sys.path[:0] = [{str(model / 'code')!r}, {str(elsewhere)!r}]\n"
+        "import model_mod, env_mod\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE",)}
+    env.pop("PYTHONPYCACHEPREFIX", None)
+    subprocess.run([sys.executable, "-c", script], env=env, check=True)
+    assert list((elsewhere / "__pycache__").glob("env_mod.*.pyc"))
+    assert not (model / "code" / "__pycache__").exists()
 
 
 def test_module_names_of_installed_files(probe) -> None:
