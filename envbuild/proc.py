@@ -22,7 +22,16 @@ from envbuild.errors import BuildError, EnvbuildError
 from envbuild.redact import redact
 
 TAIL_LINES = 15
-__all__ = ["Completed", "base_env", "call", "redact", "replace_process", "run", "uv_bin"]
+__all__ = [
+    "Completed",
+    "base_env",
+    "call",
+    "redact",
+    "replace_process",
+    "run",
+    "run_together",
+    "uv_bin",
+]
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,51 @@ def run(
             log_path=log_path,
         )
     return done
+
+
+def run_together(
+    commands: Sequence[Sequence[str | os.PathLike[str]]],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 15,
+) -> list[Completed | None]:
+    """Run short, independent commands at the same time (no logs, no checks): what interpreter
+    discovery asks each candidate, where one at a time costs a start-up each (~25 ms here, for
+    ten interpreters). One result per command, in order; None for one that could not start or
+    did not finish within ``timeout`` (it is killed)."""
+    env_map = dict(env) if env is not None else base_env()
+    started = time.monotonic()
+    children: list[tuple[tuple[str, ...], subprocess.Popen[str] | None]] = []
+    for command in commands:
+        argv = tuple(os.fspath(a) for a in command)
+        try:
+            child: subprocess.Popen[str] | None = subprocess.Popen(
+                argv,
+                env=env_map,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        except OSError:
+            child = None
+        children.append((argv, child))
+    results: list[Completed | None] = []
+    for argv, child in children:
+        if child is None:
+            results.append(None)
+            continue
+        left = max(0.1, timeout - (time.monotonic() - started))
+        try:
+            stdout, stderr = child.communicate(timeout=left)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            results.append(None)
+            continue
+        seconds = time.monotonic() - started
+        results.append(Completed(argv, child.returncode, stdout, stderr, None, seconds))
+    return results
 
 
 def _run_streaming(
