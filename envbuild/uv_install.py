@@ -79,18 +79,50 @@ def install_lock(
         args.append("--compile-bytecode")
     if offline:
         args.append("--offline")
+    env = install_env(lock, torch_index_url)
     try:
+        if lock.from_indexes_only and not offline:
+            if _installed_from_cache(args, folder, env, on_line):
+                return
         proc.run(
             args,
             what=what,
             error=BuildError,
             cwd=folder,  # no project's pyproject.toml or uv.toml applies; the user's uv.toml does
-            env=install_env(lock, torch_index_url),
+            env=env,
             on_line=on_line,
             hint="the package named above failed to install; the log has uv's full output",
         )
     finally:
         reqs.unlink(missing_ok=True)
+
+
+def _installed_from_cache(
+    args: list[str],
+    folder: Path,
+    env: dict[str, str],
+    on_line: Callable[[str], None] | None,
+) -> bool:
+    """Install by name from uv's cache alone, when it holds every locked file (any machine that
+    built an environment with these packages before): the same files, hashes enforced, without
+    asking the index about each of them (behind a proxy that sends no cache headers, uv
+    revalidates every page: 0.3 s of a 0.5 s install of 87 packages). False when that fails
+    (something is not cached, a cached index page is stale): the caller then installs through
+    the network, whose error, if any, is the one reported."""
+    done = proc.run(
+        [*args, "--offline"],
+        what="installing the locked packages from uv's cache",
+        error=BuildError,
+        cwd=folder,
+        env=env,
+        check=False,
+    )
+    if done.returncode != 0:
+        return False
+    if on_line is not None:
+        for line in done.stderr.splitlines():
+            on_line(line)
+    return True
 
 
 def _platform_args(lock: Lock) -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from envbuild.envs.venv import build_venv
+from envbuild.errors import BuildError
 from envbuild.lock import Lock, lock_model
 from envbuild.proc import uv_bin
 from envbuild.python import find_interpreter
@@ -128,3 +129,31 @@ def test_an_install_by_name_takes_the_locked_files_when_an_index_has_a_newer_tag
         check=True,
     )
     assert listing.stdout.strip() == "1.16.0"
+
+
+def test_a_rebuild_needs_no_network_and_an_empty_uv_cache_falls_back_to_it(
+    small_lock: Lock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installs by name try uv's cache alone first (the same files, hashes enforced); when it
+    lacks something, the install goes through the index as before."""
+    interpreter = find_interpreter("3.11")
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))  # empty: the network is used
+    first = dataclasses.replace(small_lock, content_digest=f"sha256:d-{uuid.uuid4().hex}")
+    assert build_venv(first, interpreter).built
+    for variable in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")  # nothing listens: no network
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    second = dataclasses.replace(small_lock, content_digest=f"sha256:e-{uuid.uuid4().hex}")
+    env = build_venv(second, interpreter)
+    listing = subprocess.run(
+        [str(env.python), "-c", "import six; print(six.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert listing.stdout.strip() == "1.16.0"
+    third = dataclasses.replace(small_lock, content_digest=f"sha256:f-{uuid.uuid4().hex}")
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "another-uv-cache"))
+    with pytest.raises(BuildError, match="installing the locked packages failed"):
+        build_venv(third, interpreter)  # not cached, and no network: the online error is shown
