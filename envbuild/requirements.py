@@ -1,6 +1,11 @@
 """Requirement lines from a model's files, each with the file and line it came from.
 
 Parsing is pip-requirements-parser's and packaging's (pip's own grammar), never a hand-made regex.
+One shortcut: a text whose every line is blank, a comment, a plain ``-r``/``-c FILE`` or a
+requirement made only of a name, extras and version specifiers (what ``mlflow`` writes) is
+parsed by packaging directly, which is what pip-requirements-parser does with such lines; the
+pattern only decides that no other grammar is involved. pip-requirements-parser (20 ms of
+imports, and a temporary file per text) is loaded for anything else.
 What this module adds is policy, because a model's requirement files are untrusted:
 
 * ``-r``/``-c`` includes are followed only inside the model folder;
@@ -13,11 +18,12 @@ What this module adds is policy, because a model's requirement files are untrust
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-import pip_requirements_parser as prp
 from packaging.requirements import InvalidRequirement
 from packaging.requirements import Requirement as PkgRequirement
 from packaging.utils import canonicalize_name
@@ -26,6 +32,9 @@ from envbuild.errors import RequirementError
 from envbuild.files import temporary_directory
 from envbuild.paths import inside
 from envbuild.redact import redact_url
+
+if TYPE_CHECKING:
+    import pip_requirements_parser as prp
 
 INDEX_OPTIONS = {
     "index_url": "--index-url",
@@ -129,12 +138,84 @@ def make_requirement(
     )
 
 
-def _parse_text(text: str) -> prp.RequirementsFile:
+def _parse_text(text: str) -> prp.RequirementsFile | _Simple:
     """pip-requirements-parser reads files (its ``from_string`` is broken in 32.0.1)."""
+    simple = _parse_simple(text)
+    if simple is not None:
+        return simple
+    import pip_requirements_parser as prp
+
     with temporary_directory("req") as tmp:
         path = tmp / "requirements.txt"
         path.write_text(text, encoding="utf-8")
         return prp.RequirementsFile.from_file(str(path), include_nested=False)
+
+
+_SPECIFIER = r"(?:===|==|!=|~=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]+"
+_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+_SIMPLE_REQUIREMENT = re.compile(
+    rf"{_NAME}\s*(?:\[\s*{_NAME}(?:\s*,\s*{_NAME})*\s*\])?"
+    rf"\s*(?:{_SPECIFIER}(?:\s*,\s*{_SPECIFIER})*)?"
+)
+_SIMPLE_INCLUDE = re.compile(r"(-r|-c|--requirement|--constraint)(?:\s+|=)([A-Za-z0-9._/+-]+)")
+_INCLUDE_KEYS = {"-r": "requirements", "--requirement": "requirements"}
+
+
+@dataclass(frozen=True)
+class _SimpleOption:
+    """A ``-r``/``-c FILE`` line, shaped like pip-requirements-parser's option lines."""
+
+    line: str
+    line_number: int
+    options: dict[str, list[str]]
+
+
+@dataclass(frozen=True)
+class _SimpleLine:
+    """A plain requirement line, shaped like pip-requirements-parser's requirement lines."""
+
+    line: str
+    line_number: int
+    req: PkgRequirement
+    is_editable: bool = False
+    is_constraint: bool = False
+    install_options: tuple[str, ...] = ()
+    global_options: tuple[str, ...] = ()
+    invalid_options: dict[str, Any] = field(default_factory=dict)
+    hash_options: tuple[str, ...] = ()
+    marker: None = None
+    link: None = None
+
+
+@dataclass(frozen=True)
+class _Simple:
+    options: list[_SimpleOption]
+    requirements: list[_SimpleLine]
+    invalid_lines: tuple[Any, ...] = ()
+
+
+def _parse_simple(text: str) -> _Simple | None:
+    """The lines of ``text``, when each is blank, a comment, ``-r``/``-c FILE`` or a requirement
+    of only a name, extras and specifiers (parsed by packaging); None when any line needs pip's
+    full grammar (markers, URLs, hashes, other options, trailing comments, continuations)."""
+    options: list[_SimpleOption] = []
+    requirements: list[_SimpleLine] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        include = _SIMPLE_INCLUDE.fullmatch(line)
+        if include is not None:
+            key = _INCLUDE_KEYS.get(include.group(1), "constraints")
+            options.append(_SimpleOption(line, number, {key: [include.group(2)]}))
+            continue
+        if not _SIMPLE_REQUIREMENT.fullmatch(line):
+            return None
+        try:
+            requirements.append(_SimpleLine(line, number, PkgRequirement(line)))
+        except InvalidRequirement:
+            return None  # pip-requirements-parser says what is wrong with it
+    return _Simple(options, requirements)
 
 
 class RequirementsReader:

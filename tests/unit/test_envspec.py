@@ -193,3 +193,59 @@ def test_python_env_unknown_key(sklearn_model: Path) -> None:
 
 def test_requirement_error_is_a_model_error() -> None:
     assert issubclass(RequirementError, ModelError)
+
+
+SIMPLE_TEXTS = {
+    "pins": "mlflow==3.17.2\ncloudpickle==3.1.3\nnumpy==2.4.6\n",
+    "spaced": "pandas >= 1.0 , < 3\n  scikit-learn~=1.5\r\nFoo_Bar.baz[b, a]==2.0\n",
+    "operators": "a===1.0\nb!=2\nc==1.*\nd>1,<=3\ne\nF-G[x]\n",
+    "comments": "# a comment\n\nnumpy==2.0\n   # indented comment\n",
+    "includes": "-r more.txt\nnumpy==2.0\n-c cons.txt\n--requirement=more2.txt\n",
+}
+NOT_SIMPLE = {
+    "marker": "numpy==2.0; python_version < '3.12'\n",
+    "url": "pkg @ https://example.com/pkg-1.0-py3-none-any.whl\n",
+    "trailing comment": "numpy==2.0  # pinned\n",
+    "hash": "numpy==2.0 --hash=sha256:" + "0" * 64 + "\n",
+    "option": "--index-url https://example.com/simple\nnumpy==2.0\n",
+    "continuation": "numpy==2.0 \\\n    --hash=sha256:" + "0" * 64 + "\n",
+    "editable": "-e .\n",
+    "bad": "numpy===\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SIMPLE_TEXTS))
+def test_plain_requirement_files_read_the_same_without_the_full_parser(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shortcut for plain lines (no pip-requirements-parser) gives exactly what the full
+    parser gives: requirements, constraints, origins, includes."""
+    from envbuild import requirements
+
+    for include in ("more.txt", "more2.txt"):
+        (tmp_path / include).write_text("six==1.16.0\n")
+    (tmp_path / "cons.txt").write_text("attrs<24\n")
+    (tmp_path / "requirements.txt").write_text(SIMPLE_TEXTS[name])
+    assert requirements._parse_simple(SIMPLE_TEXTS[name]) is not None
+
+    def read() -> requirements.ParsedRequirements:
+        reader = requirements.RequirementsReader(tmp_path)
+        reader.read_file(tmp_path / "requirements.txt")
+        reader.read_line(
+            SIMPLE_TEXTS[name].splitlines()[-1],
+            requirements.Origin("x.yaml", 3),
+            tmp_path / "x.yaml",
+        )
+        return reader.result
+
+    fast = read()
+    monkeypatch.setattr(requirements, "_parse_simple", lambda text: None)
+    assert fast == read()
+    assert fast.requirements
+
+
+@pytest.mark.parametrize("name", sorted(NOT_SIMPLE))
+def test_anything_else_goes_to_the_full_parser(name: str) -> None:
+    from envbuild import requirements
+
+    assert requirements._parse_simple(NOT_SIMPLE[name]) is None
