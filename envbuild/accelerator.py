@@ -255,12 +255,22 @@ def decide(
     )
 
 
+# ``source = "installed"`` however a TOML writer spaces or quotes it (checked before parsing)
+_INSTALLED_SOURCE = re.compile(r"""source["']?\s*=\s*["']installed["']""")
+
+
 def installed_from(model_path: Path) -> list[tuple[str, str]]:
     """``(name, version)`` of the environment the model was logged in, when its folder holds
     the ``pylock.toml`` capture wrote (``source = "installed"``); else nothing."""
     try:
-        doc = tomllib.loads((Path(model_path) / "pylock.toml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        text = (Path(model_path) / "pylock.toml").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    if not _INSTALLED_SOURCE.search(text):
+        return []  # not capture's: no need to parse a lock of a hundred packages twice
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
         return []
     tool = doc.get("tool", {}).get("envbuild", {})
     if not isinstance(tool, dict) or tool.get("source") != "installed":

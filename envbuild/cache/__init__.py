@@ -82,8 +82,6 @@ def publish(
     lock; if it raises, the temporary folder is removed and nothing is published. With
     ``in_place`` it is given the entry's own (empty) folder instead (see the module docstring).
     """
-    from filelock import FileLock, Timeout
-
     from envbuild.cache.usage import touch
 
     base = (root or cache_root()) / kind
@@ -91,6 +89,8 @@ def publish(
     if is_finished(entry, key):
         touch(entry)
         return entry, False
+    from filelock import FileLock, Timeout  # 9 ms of imports a finished entry does not need
+
     base.mkdir(parents=True, exist_ok=True)
     _sweep_stale(base)
     lock = FileLock(str(base / f"{key}.lock"), mode=0o644)

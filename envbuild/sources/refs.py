@@ -17,7 +17,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
-from urllib.request import url2pathname
 
 from envbuild.errors import ModelSourceError
 from envbuild.redact import redact_url
@@ -126,6 +125,8 @@ def _bad(text: str, what: str, hint: str | None = None) -> ModelSourceError:
 
 
 def _parse_file(text: str) -> FolderRef:
+    from urllib.request import url2pathname  # 11 ms of imports (http, ssl, email): file: only
+
     parts = urlsplit(text)
     if parts.netloc not in ("", "localhost"):
         raise _bad(text, f"a file: URI on another host ({parts.netloc}) cannot be read")
@@ -192,6 +193,8 @@ def store_id(uri: str) -> str:
         return Path(os.path.abspath(os.path.expanduser(uri))).as_uri()
     scheme = match["scheme"].lower()
     if scheme == "file":
+        from urllib.request import url2pathname
+
         return Path(os.path.abspath(url2pathname(unquote(urlsplit(uri).path)))).as_uri()
     if scheme == "sqlite":
         rest = uri[len("sqlite:") :].split("?", 1)[0]
