@@ -81,9 +81,9 @@ def install_lock(
         args.append("--offline")
     env = install_env(lock, torch_index_url)
     try:
-        if lock.from_indexes_only and not offline:
-            if _installed_from_cache(args, folder, env, on_line):
-                return
+        cached = lock.from_indexes_only and not offline
+        if cached and _installed_from_cache(args, folder, env, on_line):
+            return
         proc.run(
             args,
             what=what,
