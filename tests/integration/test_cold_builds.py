@@ -56,13 +56,14 @@ def test_a_second_environment_with_the_same_wheels_adds_nothing_to_uvs_cache(
     env = build_venv(second, interpreter)
     assert env.built
     assert uv_archives() == before, "a rebuild of the same wheels unpacked archives again"
-    listing = subprocess.run(
-        [str(env.python), "-c", "import six, attrs, packaging; print(six.__version__)"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert listing.stdout.strip() == "1.16.0"
+    assert imported_six(env.python, "attrs", "packaging") == "1.16.0"
+
+
+def imported_six(python: Path, *others: str) -> str:
+    """six's version as the environment's Python imports it (with ``others`` imported too)."""
+    code = f"import {', '.join(('six', *others))}; print(six.__version__)"
+    done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
 
 
 def pyc_files(prefix: Path) -> set[Path]:
@@ -122,13 +123,7 @@ def test_an_install_by_name_takes_the_locked_files_when_an_index_has_a_newer_tag
     monkeypatch.setenv("UV_EXTRA_INDEX_URL", (tmp_path / "simple").as_uri())
     lock = dataclasses.replace(small_lock, content_digest=f"sha256:c-{uuid.uuid4().hex}")
     env = build_venv(lock, find_interpreter("3.11"))
-    listing = subprocess.run(
-        [str(env.python), "-c", "import six; print(six.__version__)"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert listing.stdout.strip() == "1.16.0"
+    assert imported_six(env.python) == "1.16.0"
 
 
 def test_a_rebuild_needs_no_network_and_an_empty_uv_cache_falls_back_to_it(
@@ -146,13 +141,7 @@ def test_a_rebuild_needs_no_network_and_an_empty_uv_cache_falls_back_to_it(
     monkeypatch.delenv("no_proxy", raising=False)
     second = dataclasses.replace(small_lock, content_digest=f"sha256:e-{uuid.uuid4().hex}")
     env = build_venv(second, interpreter)
-    listing = subprocess.run(
-        [str(env.python), "-c", "import six; print(six.__version__)"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert listing.stdout.strip() == "1.16.0"
+    assert imported_six(env.python) == "1.16.0"
     third = dataclasses.replace(small_lock, content_digest=f"sha256:f-{uuid.uuid4().hex}")
     monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "another-uv-cache"))
     with pytest.raises(BuildError, match="installing the locked packages failed"):
