@@ -1,18 +1,24 @@
 """Benchmark: a full `envbuild reproduce` (lock check, build, verify, predict, compare) vs MLflow.
 
-    .venv/bin/python bench/reproduce.py [--repeat 3] [--quick] [--keep-no-bytecode]
+    .venv/bin/python bench/reproduce.py [--repeat 3] [--quick] [--model DIR | --make-model]
+                                        [--keep-no-bytecode]
 
-Makes a scikit-learn model (``serialization_format="cloudpickle"``, with an input example), locks
-it with ``envbuild lock MODEL`` (so the model carries its ``pylock.toml``: the lock step resolves
-nothing, it checks) and records ``MODEL/envbuild_expected_output.json`` with ``envbuild predict``.
-Then times, interleaved (every case once per round, ``--repeat`` rounds):
+The model: a copy of the example model ``examples/sklearn-iris`` (it carries its ``pylock.toml``
+and ``envbuild_expected_output.json``), or of ``--model DIR``; with ``--make-model``, a new
+scikit-learn model (``serialization_format="cloudpickle"``, with an input example). A copy whose
+``pylock.toml`` is missing or stale (``envbuild lock --check``) is locked with ``envbuild lock``
+(so the lock step resolves nothing, it checks), and one without an expected output gets one from
+``envbuild predict -o``; both untimed. Then times, interleaved (every case once per round,
+``--repeat`` rounds):
 
 * ``envbuild reproduce MODEL --json``
   - warm: envbuild's cache holds the environment (what a CI job with a cached
     ``ENVBUILD_CACHE_DIR`` pays);
-  - cold: a fresh ``ENVBUILD_CACHE_DIR`` every run (interpreter probes, environment build with
-    bytecode compilation, verify, predict, compare). uv's own package cache stays warm, as on
-    any CI runner that caches ``~/.cache/uv``; nothing is downloaded;
+  - cold: a fresh, empty ``ENVBUILD_CACHE_DIR`` every run (interpreter probes, environment build
+    from the model's pylock.toml, verify, predict: the first run, which writes ``.pyc`` for what
+    it imports, compare). uv's own package cache stays warm, as on any CI runner that caches
+    ``~/.cache/uv``; nothing is downloaded. Issue #15's target: faster than MLflow's
+    ``models predict --env-manager uv`` of the same model;
   with each step's own duration from the JSON report, so the total can be read step by step;
 * ``envbuild predict MODEL`` warm, for reference (reproduce = predict + lock check + verify);
 * ``mlflow models predict -m MODEL -i INPUT -t json --env-manager uv`` on the same input: MLflow's
@@ -92,6 +98,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="rounds (default 3); medians")
     parser.add_argument("--quick", action="store_true", help="one round")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--model",
+        type=Path,
+        default=HERE.parent / "examples" / "sklearn-iris",
+        help="an MLflow model folder with an input example (default: examples/sklearn-iris); "
+        "a copy is used",
+    )
+    which.add_argument(
+        "--make-model", action="store_true", help="make a new scikit-learn model instead"
+    )
     parser.add_argument(
         "--keep-no-bytecode",
         action="store_true",
@@ -121,19 +138,33 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="envbuild-bench-reproduce-") as tmp:
         work = Path(tmp)
         warm_cache = work / "cache-warm"
-        model = make_model(work)
+        source = make_model(work / "made") if args.make_model else args.model.resolve()
+        model = work / "model"
+        shutil.copytree(source, model)
         input_path = model / "serving_input_example.json"
         expected = model / "envbuild_expected_output.json"
+        if not input_path.is_file():
+            print(f"{source} has no serving_input_example.json: give a model with an input example")
+            return 2
 
         def with_cache(cache: Path) -> dict[str, str]:
             return {**env, "ENVBUILD_CACHE_DIR": str(cache)}
 
-        print(f"model: {model}")
-        print("setup: envbuild lock, envbuild predict -o envbuild_expected_output.json ...")
-        lock_seconds = run([*envbuild_cli, "lock", str(model)], with_cache(warm_cache))[0]
-        setup_predict = run(
-            [*envbuild_cli, "predict", str(model), "-o", str(expected)], with_cache(warm_cache)
-        )[0]
+        print(f"model: {source} (a copy)")
+        setup_cache = with_cache(work / "cache-setup")  # not the warm cache: its first use is cold
+        lock_seconds: float | None = None
+        try:
+            run([*envbuild_cli, "lock", str(model), "--check"], setup_cache)
+            print("its pylock.toml is current")
+        except CaseFailed:
+            print("setup: envbuild lock ...")
+            lock_seconds = run([*envbuild_cli, "lock", str(model)], setup_cache)[0]
+        setup_predict: float | None = None
+        if not expected.is_file():
+            print("setup: envbuild predict -o envbuild_expected_output.json ...")
+            setup_predict = run(
+                [*envbuild_cli, "predict", str(model), "-o", str(expected)], setup_cache
+            )[0]
 
         steps: dict[str, dict[str, list[float]]] = {WARM: {}, COLD: {}}
         counter = [0]
@@ -166,8 +197,8 @@ def main() -> int:
             cmd = [mlflow_cli, "models", "predict", "-m", str(model), "-i", str(input_path)]
             return run([*cmd, "-t", "json", "--env-manager", "uv"], env)[0]
 
-        print("warming up (one warm reproduce, one mlflow predict) ...", flush=True)
-        reproduce("warm")
+        print("warming up (one reproduce filling the warm cache, one mlflow predict) ...")
+        first_reproduce = reproduce("warm")
         steps[WARM].clear()
         mlflow_predict()
 
@@ -201,10 +232,12 @@ def main() -> int:
         f"PYTHONDONTWRITEBYTECODE {'set' if args.keep_no_bytecode else 'unset'} for every "
         "process; uv's package cache warm throughout (cold = envbuild's cache only)"
     )
-    print(
-        f"setup (untimed for the table): envbuild lock {lock_seconds:.2f} s, "
-        f"first envbuild predict (cold) {setup_predict:.2f} s"
-    )
+    setup = [f"first envbuild reproduce (cold) {first_reproduce:.2f} s"]
+    if lock_seconds is not None:
+        setup.insert(0, f"envbuild lock {lock_seconds:.2f} s")
+    if setup_predict is not None:
+        setup.insert(1, f"envbuild predict -o {setup_predict:.2f} s")
+    print(f"untimed for the table: {', '.join(setup)}")
     print(f"\n{'':<50} {'median':>9} {'min':>9}")
     for name in cases:
         if name in failures:
@@ -225,13 +258,18 @@ def main() -> int:
             f"{med[WARM] - covered:7.2f} s"
         )
 
-    def ratio(label: str, a: str, b: str) -> None:
+    def ratio(label: str, a: str, b: str, note: str = "") -> None:
         if med.get(a) and med.get(b):
-            print(f"  {label:<48} x{med[a] / med[b]:5.2f}    x{low[a] / low[b]:5.2f}")
+            print(f"  {label:<48} x{med[a] / med[b]:5.2f}    x{low[a] / low[b]:5.2f}{note}")
         else:
             print(f"  {label:<48}   n/a")
 
     print(f"\n{'ratios':<50} {'medians':>9} {'mins':>8}")
+    note = ""
+    if med.get(COLD) and med.get(MLFLOW):
+        met = med[COLD] / med[MLFLOW] < 1
+        note = "   target < 1 (medians): " + ("met" if met else "NOT met")
+    ratio("envbuild reproduce, cold / mlflow predict uv", COLD, MLFLOW, note)
     ratio("mlflow predict uv / envbuild reproduce, warm", MLFLOW, WARM)
     ratio("mlflow predict uv / envbuild reproduce, cold", MLFLOW, COLD)
     ratio("envbuild reproduce, warm / predict, warm", WARM, PREDICT)
