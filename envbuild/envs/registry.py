@@ -52,6 +52,7 @@ KINDS: dict[str, Kind] = {
             "a conda environment from conda.yaml (py-rattler, no conda needed), in the cache",
             frozenset({ENV, PREDICT, SERVE, EXEC, REPRODUCE, LOCK, IMAGE}),
             locks="conda",
+            packer="envbuild.pack.conda:stage",
         ),
         Kind(
             "local",

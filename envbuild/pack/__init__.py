@@ -59,7 +59,7 @@ __all__ = [
     "verify_archive",
 ]
 
-LAYOUT = "pack-2"  # bump when what goes into an archive changes
+LAYOUT = "pack-3"  # bump when what goes into an archive changes
 RUNNER = "envbuild/runtime/runner.py"
 LOCK = "envbuild/pylock.toml"
 
@@ -101,12 +101,17 @@ class Packed:
 
 
 def archive_name(manifest: dict[str, Any]) -> str:
-    """``envbuild-env-<lock 12>-py3.10.13-linux-amd64-envbuild0.1.0.tar.gz``."""
+    """``envbuild-env-<lock 12>-py3.10.13-linux-amd64-envbuild0.1.0.tar.gz`` (the conda kind:
+    ``envbuild-conda-<conda lock 12>-<pip lock 12>-py...``)."""
     lock = str(manifest["lock"]["digest"]).removeprefix("sha256:")[:12]
     python = manifest["python"]["version"]
     platform = str(manifest["platform"]).replace("/", "-")
+    what = "env"
+    if manifest.get("conda_lock"):  # both halves: envbuild-conda-<conda 12>-<pip 12>-...
+        what = "conda-" + str(manifest["conda_lock"]["digest"]).removeprefix("sha256:")[:12]
     return (
-        f"envbuild-env-{lock}-py{python}-{platform}-envbuild{manifest['envbuild_version']}.tar.gz"
+        f"envbuild-{what}-{lock}-py{python}-{platform}-envbuild{manifest['envbuild_version']}"
+        ".tar.gz"
     )
 
 
@@ -165,9 +170,10 @@ def pack(
         tree = tmp / "tree"
         tree.mkdir()
         python = stage(prepared, tree)
+        extra = python.pop("manifest", {})  # a kind's own manifest entries (conda: its lock)
         _add_runtime(tree, prepared)
         _compile(tree, python)
-        manifest = _manifest(prepared, python, host.name, options.kind)
+        manifest = _manifest(prepared, python, host.name, options.kind) | extra
         name = archive_name(manifest)
         if on_progress:
             on_progress("writing the archive")
@@ -259,10 +265,11 @@ def _compile(tree: Path, python: dict[str, Any]) -> None:
             "unchecked-hash",
             "-d",
             libdir.as_posix(),
-            tree / libdir,
+            libdir.as_posix(),  # relative, from the tree: the same arguments wherever it is
         ],
         what="compiling the environment's bytecode",
         error=BuildError,
+        cwd=tree,
         env=_clean_env(),
         check=False,
     )
@@ -273,6 +280,34 @@ def _compile(tree: Path, python: dict[str, Any]) -> None:
             f"compiling the environment's bytecode failed (exit {done.returncode})",
             log_path=done.log_path,
         )
+    proc.run(
+        [exe, "-s", "-c", _CANONICAL, libdir.as_posix()],
+        what="making the environment's bytecode reproducible",
+        error=BuildError,
+        cwd=tree,
+        env=_clean_env(),
+    )
+
+
+# marshal marks an object it writes as referenced (FLAG_REF) when its reference count is above
+# one, and the compiler leaves an interned name more or fewer references depending on where the
+# process's memory was mapped (address randomisation): one .pyc in a few hundred came out
+# different between two compilations of the same tree. Loading each .pyc and writing it again,
+# one after the other in a process that does nothing else, gives the same bytes every time.
+_CANONICAL = """
+import marshal, os, sys
+for folder, dirs, files in os.walk(sys.argv[1]):
+    dirs.sort()
+    for name in sorted(files):
+        if name.endswith(".pyc"):
+            path = os.path.join(folder, name)
+            with open(path, "rb") as handle:
+                data = handle.read()
+            new = data[:16] + marshal.dumps(marshal.loads(data[16:]))
+            if new != data:
+                with open(path, "wb") as handle:
+                    handle.write(new)
+"""
 
 
 def _minor(python: dict[str, Any]) -> str:

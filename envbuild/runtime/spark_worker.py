@@ -140,6 +140,27 @@ def check_environment(folder: str, expected: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
+def relocate(folder: str, manifest: dict[str, Any], python: str, env: dict[str, str]) -> None:
+    """A conda archive's files get the folder it was unpacked in (its ``envbuild/unpack.py``:
+    idempotent, and safe for several workers at once)."""
+    script = (manifest.get("relocate") or {}).get("script")
+    if not script:
+        return
+    done = subprocess.run(
+        [python, "-s", os.path.join(folder, script)],
+        capture_output=True,
+        env=env,
+        check=False,
+    )
+    if done.returncode != 0:
+        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise ScoringError(
+            "ARCHIVE",
+            "relocating the archive unpacked at %s failed: %s"
+            % (folder, lines[-1] if lines else "exit %d" % done.returncode),
+        )
+
+
 # ------------------------------------------------------------------------------------------
 # the runner process
 
@@ -174,6 +195,7 @@ class Runner:
         env["PYTHONDONTWRITEBYTECODE"] = "1"  # the archive ships its bytecode
         if plan.get("mlmodel_json"):
             env["ENVBUILD_MLMODEL_JSON"] = plan["mlmodel_json"]
+        relocate(self.env_dir, manifest, python, env)
         self.log = tempfile.TemporaryFile(prefix="envbuild-runner-")  # noqa: SIM115 (closed in close())
         self.batches = 0
         self.started = time.monotonic()

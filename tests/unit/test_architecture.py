@@ -107,7 +107,9 @@ def test_subprocesses_only_in_proc() -> None:
 def test_only_the_cli_prints() -> None:
     found = []
     for name, path, tree in sources():
-        if name.startswith("envbuild.cli"):
+        # envbuild.pack.unpack is a script shipped inside conda archives and run there with the
+        # packed Python (its main() reports to the terminal); envbuild imports only its functions
+        if name.startswith("envbuild.cli") or name == "envbuild.pack.unpack":
             continue
         for node in ast.walk(tree):
             text = ast.unparse(node) if isinstance(node, ast.Call) else ""

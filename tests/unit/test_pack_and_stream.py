@@ -8,6 +8,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -220,3 +221,81 @@ def test_run_paths_are_read_from_elf_files_as_patchelf_reads_them(tmp_path: Path
     (tmp_path / "short").write_bytes(b"\x7fELF\x02\x01")
     assert elf_runpath(tmp_path / "short") == ""
     assert elf_runpath(tmp_path / "absent") == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# envbuild/unpack.py of conda archives (envbuild.pack.unpack)
+
+
+def test_binary_prefixes_are_rewritten_in_place_and_back() -> None:
+    from envbuild.pack.unpack import RelocationError, replace_binary
+
+    placeholder = b"/opt/placeholder_placehold_placehold"
+    data = b"\x7fELF" + placeholder + b"/lib:" + placeholder + b"/share\0\0more\0" + placeholder
+    data += b"/x\0tail"
+    once = replace_binary(data, placeholder, b"/env/a", len(placeholder))
+    assert len(once) == len(data) and b"/env/a/lib:/env/a/share\0" in once
+    assert b"/env/a/x\0" in once and once.endswith(b"\0tail") and b"more\0" in once
+    moved = replace_binary(once, b"/env/a", b"/somewhere/longer", len(placeholder))
+    assert len(moved) == len(data) and b"/somewhere/longer/lib:/somewhere/longer/share\0" in moved
+    assert replace_binary(moved, b"/somewhere/longer", placeholder, len(placeholder)) == data
+    with pytest.raises(RelocationError, match="longer than the 36"):
+        replace_binary(data, placeholder, b"/" + b"x" * 40, len(placeholder))
+
+
+def test_long_shebangs_take_the_shell_form_and_come_back() -> None:
+    from envbuild.pack.unpack import long_shebang, short_shebang
+
+    script = b"#!/" + b"d" * 130 + b"/bin/python3.10\nimport sys\n"
+    long = long_shebang(script)
+    assert long.startswith(b"#!/bin/sh\n'''exec' \"/ddd") and long.endswith(b"#'''\nimport sys\n")
+    assert short_shebang(long) == script
+    assert long_shebang(b"#!/short/bin/python\n") == b"#!/short/bin/python\n"
+    assert long_shebang(b"#!/" + b"d" * 130 + b"/bin/bash\n").startswith(b"#!/ddd")  # not Python
+
+
+def test_relocation_is_idempotent_follows_a_move_and_refuses_before_writing(
+    tmp_path: Path,
+) -> None:
+    import runpy
+
+    import envbuild.pack.unpack as script
+
+    placeholder = "/opt/anaconda1anaconda2anaconda3"
+    binary_placeholder = "/opt/bld/" + "_placehold" * 20
+
+    def make(root: Path) -> None:
+        (root / "envbuild").mkdir(parents=True)
+        (root / "lib").mkdir()
+        (root / "lib/mod.py").write_text(f"PATH = '{placeholder}/share'\n")
+        (root / "lib/prog.so").write_bytes(b"\0" + binary_placeholder.encode() + b"/data\0\0")
+        files = [
+            {"path": "lib/mod.py", "mode": "text", "placeholder": placeholder},
+            {"path": "lib/prog.so", "mode": "binary", "placeholder": binary_placeholder},
+        ]
+        (root / "envbuild/prefixes.json").write_text(json.dumps({"files": files}))
+        shutil.copyfile(str(script.__file__), root / "envbuild/unpack.py")
+
+    root = tmp_path / "env"
+    make(root)
+
+    def run(where: Path) -> int:
+        namespace = runpy.run_path(str(where / "envbuild/unpack.py"))
+        return int(namespace["main"]())
+
+    assert run(root) == 0
+    assert (root / "lib/mod.py").read_text() == f"PATH = '{root}/share'\n"
+    assert f"{root}/data\0".encode() in (root / "lib/prog.so").read_bytes()
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert run(root) == 0  # nothing changes the second time
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    moved = tmp_path / "moved"
+    root.rename(moved)
+    assert run(moved) == 0
+    assert (moved / "lib/mod.py").read_text() == f"PATH = '{moved}/share'\n"
+    size = len(before[root / "lib/prog.so"])
+    assert len((moved / "lib/prog.so").read_bytes()) == size
+    deep = tmp_path / ("x" * 220)
+    make(deep)
+    assert run(deep) == 1  # too long for the binary file: refused, nothing written
+    assert (deep / "lib/mod.py").read_text() == f"PATH = '{placeholder}/share'\n"
