@@ -86,13 +86,24 @@ def _text(packed: Packed) -> str:
     manifest = packed.manifest
     python = manifest["python"]
     state = f"built in {packed.seconds:.1f} s" if packed.built else "reused from the cache"
+    unpack = "mkdir env && tar -xzf ARCHIVE -C env"
+    relocate = manifest.get("relocate")
+    if relocate:  # conda: the unpacked folder is written over the packages' placeholders
+        unpack += f" && env/{python['executable']} env/{relocate['script']}"
+    conda = manifest.get("conda_lock")
+    conda_line = (
+        [f"conda     {conda['digest']}  ({conda['packages']} conda packages, {conda['platform']})"]
+        if conda
+        else []
+    )
     return "\n".join(
         [
             f"archive   {packed.path}  ({packed.size / 1e6:.0f} MB, {state})",
             f"python    {python['version']}  ({python['executable']}, {manifest['platform']}, "
             f"{manifest['libc'] or 'libc unknown'})",
+            *conda_line,
             f"lock      {manifest['lock']['digest']}  ({manifest['lock']['packages']} packages)",
-            "unpack    mkdir env && tar -xzf ARCHIVE -C env",
+            f"unpack    {unpack}",
             f"run       env/{python['executable']} env/{manifest['runner']} predict --model MODEL "
             "--input FILE",
         ]

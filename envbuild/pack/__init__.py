@@ -16,6 +16,10 @@ Layout (one Python prefix, no virtualenv: see ``venv.py``)::
     envbuild/runtime/           the runner (runner.py predict|serve|stream|info)
     envbuild/pylock.toml        the lock it was built from
 
+The conda kind (``conda.py``) packs its prefix as it is (``conda-meta/`` too), plus
+``envbuild/pixi.lock``, ``envbuild/prefixes.json`` and ``envbuild/unpack.py``, the step that
+writes the unpacked folder over its packages' prefix placeholders.
+
 Bytecode is shipped, compiled with ``--invalidation-mode unchecked-hash``: an unpacked archive
 is never edited, executors often unpack into folders their Python cannot write (or
 ``PYTHONDONTWRITEBYTECODE`` is set), and an MLflow environment loads in half the time with its
