@@ -29,7 +29,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -183,10 +183,15 @@ def require_docker(python_minors: Iterable[str] = ()) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def docker_engine() -> docker.DockerClient:
-    """Session fixture: a client for a running engine (skip/fail per require_docker)."""
+def docker_engine() -> Iterator[docker.DockerClient]:
+    """Session fixture: a client for a running engine (skip/fail per require_docker). At the end,
+    the untagged images the session's builds left (the classic builder keeps a multi-stage
+    build's earlier stages as untagged images: hundreds of MB each) are removed: all of them
+    descend from the stand-ins, whose label they carry."""
     require_docker()
-    return client()
+    engine = client()
+    yield engine
+    engine.images.prune(filters={"dangling": True, "label": f"{STANDIN_LABEL}=1"})
 
 
 @pytest.fixture(scope="session")
