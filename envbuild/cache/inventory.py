@@ -2,7 +2,10 @@
 
 Entries are ``ROOT/KIND/KEY`` folders with a marker (environments, locks, downloaded models,
 conda prefixes and conda locks); the reuse images of ``--kind docker`` (``envbuild/<model>:<lock>-<model>``) are
-listed from the Docker engine when one answers. Sizes count each hard-linked file once (uv and
+listed from the Docker engine when one answers, and so are the build stages envbuild's builds
+leave behind (``stage``: the classic builder keeps a multi-stage build's earlier stage as an
+untagged image, labelled ``envbuild.stage=build`` by the templates; it is only the layer cache
+that makes a rebuild fast, and hundreds of MB each). Sizes count each hard-linked file once (uv and
 py-rattler link files from their own caches). Removal never touches an entry that a running
 command holds (``usage.hold``) or that is being built (its build lock), and goes through a rename
 first, so a reader never sees half an entry.
@@ -33,7 +36,7 @@ IMAGE_REPOSITORY = "envbuild/"
 class Entry:
     """One thing in the cache, as ``cache list`` shows it."""
 
-    kind: str  # env, lock, model, conda, image
+    kind: str  # env, lock, model, conda, conda-lock, pack, image, stage
     key: str
     path: str  # folder, or the image tag
     size: int  # bytes on disk (hard links counted once)
@@ -147,7 +150,8 @@ def entries(root: Path | None = None, *, images: bool = True) -> list[Entry]:
 
 
 def _images() -> list[Entry]:
-    """The ``--kind docker`` reuse images on the engine, when one answers (quietly none else)."""
+    """The ``--kind docker`` reuse images and the build stages on the engine, when one answers
+    (quietly none else)."""
     try:
         import docker  # noqa: F401 - a dependency, but the engine may be absent
 
@@ -174,6 +178,19 @@ def _images() -> list[Entry]:
                 last_used=None,
                 in_use=image.id in running,
                 details={"tags": tags},
+            )
+        )
+    for image in engine.images.list(filters={"dangling": True, "label": "envbuild.stage=build"}):
+        created = image.attrs.get("Created")
+        out.append(
+            Entry(
+                kind="stage",
+                key=image.id,
+                path=f"<build stage {image.id.removeprefix('sha256:')[:12]}>",
+                size=int(image.attrs.get("Size") or 0),  # its base image's layers included
+                created=_parse_docker_time(created) if isinstance(created, str) else None,
+                last_used=None,
+                details={"labels": dict(image.labels or {})},
             )
         )
     return out
@@ -291,7 +308,7 @@ def _would_go(entry: Entry, older_than: float | None, now: float) -> bool:
 
 def _remove_entry(entry: Entry) -> bool:
     """Remove one entry unless it is in use or being built; False when it was kept."""
-    if entry.kind == "image":
+    if entry.kind in ("image", "stage"):
         return _remove_image(entry)
     from filelock import FileLock, Timeout
 

@@ -1,6 +1,6 @@
-"""List what envbuild's cache holds (environments, locks, downloaded models, conda prefixes, the
-images of --kind docker), prune what is old or over a size, or clean it all. Entries a running
-command uses are never removed."""
+"""List what envbuild's cache holds (environments, locks, downloaded models, conda prefixes,
+packs, the images of --kind docker and the build stages image builds leave), prune what is old
+or over a size, or clean it all. Entries a running command uses are never removed."""
 
 from __future__ import annotations
 
@@ -48,13 +48,13 @@ def _when(moment: float | None) -> str:
 def _table(found: list[Entry]) -> str:
     if not found:
         return "the cache is empty"
-    rows = [f"{'kind':<6} {'key':<14} {'size':>8}  {'created':<16}  {'last used':<16}  used by"]
+    rows = [f"{'kind':<10} {'key':<14} {'size':>8}  {'created':<16}  {'last used':<16}  used by"]
     for e in found:
         who = ", ".join(e.users[:3]) + (f" +{len(e.users) - 3}" if len(e.users) > 3 else "")
         mark = " (in use)" if e.in_use else ""
         key = e.key.removeprefix("sha256:")[:12]
         rows.append(
-            f"{e.kind:<6} {key:<14} {_size(e.size):>8}  {_when(e.created):<16}  "
+            f"{e.kind:<10} {key:<14} {_size(e.size):>8}  {_when(e.created):<16}  "
             f"{_when(e.last_used):<16}  {who or e.path}{mark}"
         )
     rows.append(f"total {_size(sum(e.size for e in found))} in {len(found)} entries")
@@ -65,7 +65,7 @@ def _pruned_text(result: Pruned) -> str:
     verb = "would remove" if result.dry_run else "removed"
     lines = [f"{verb} {len(result.removed)} entries, {_size(result.freed)}"]
     for e in result.removed:
-        lines.append(f"  {e.kind:<6} {e.key.removeprefix('sha256:')[:12]:<14} {_size(e.size):>8}")
+        lines.append(f"  {e.kind:<10} {e.key.removeprefix('sha256:')[:12]:<14} {_size(e.size):>8}")
     for e in result.kept_in_use:
         lines.append(f"  kept (in use) {e.kind} {e.key.removeprefix('sha256:')[:12]}")
     lines.append(f"left {_size(result.remaining)}")

@@ -800,3 +800,35 @@ def test_json_error_when_the_engine_is_unreachable(tiny_model, tmp_path):
     error = json.loads(proc.stdout)
     assert "cannot reach the Docker engine" in error["message"]
     assert "--context" in error["hint"]
+
+
+def test_cache_lists_the_build_stage_an_image_build_leaves_and_prunes_it(
+    tiny_model, python_slim_images, created, docker_engine, tmp_path
+):
+    """The classic builder keeps a multi-stage build's build stage as an untagged image (the
+    layer cache, hundreds of MB for a real model): `envbuild cache list` shows it as a ``stage``
+    entry with its size, and `cache prune` removes it like any old entry."""
+
+    def stages() -> set[str]:
+        found = docker_engine.images.list(
+            filters={"label": "envbuild.stage=build", "dangling": True}
+        )
+        return {image.id for image in found}
+
+    before = stages()
+    tag = new_tag("stage")
+    created.append(tag)
+    build(tiny_model, tag, "--no-cache")
+    left = stages() - before
+    assert len(left) == 1, left
+    (stage,) = left
+    env = cli_env(ENVBUILD_CACHE_DIR=str(tmp_path / "cache"))  # nothing of the session's cache
+    listed = run_cli("cache", "list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["key"]: row for row in json.loads(listed.stdout)["entries"]}
+    assert rows[stage]["kind"] == "stage" and rows[stage]["size"] > 0
+    pruned = run_cli("cache", "prune", "--older-than", "0s", "--json", env=env)
+    assert pruned.returncode == 0, pruned.stderr
+    assert stage in {row["key"] for row in json.loads(pruned.stdout)["removed"]}
+    assert stage not in stages()
+    assert docker_engine.images.get(tag).id  # the image itself is the user's: kept
