@@ -26,12 +26,14 @@ import pytest
 
 from tests.conftest import run_cli, write_model
 from tests.integration import conda_channel as channel_fixture
+from tests.integration import test_spark as spark_tests
 from tests.integration.conda_channel import LocalChannel
 from tests.integration.test_conda_kind import CONDA_YAML, EXAMPLE, MLMODEL
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 conda_channel = channel_fixture.conda_channel
+spark = spark_tests.spark  # the local[2] session
 
 # the test_conda_kind model's loader, without its check of CONDA_PREFIX: an unpacked archive
 # runs without any activation
@@ -310,3 +312,32 @@ def test_a_kind_that_cannot_be_packed_is_one_line(model: Path, kind: str) -> Non
     assert done.stderr.splitlines()[0] == (
         f"error: --kind: the {kind} kind cannot be packed (kinds that can: venv, conda)"
     ), done.stderr
+
+
+@pytest.mark.spark
+def test_spark_scores_with_the_conda_archive_on_its_own_interpreter(
+    spark, model: Path, packed: dict, expected: list
+) -> None:
+    """The executors (this 3.11 Python, no envbuild) unpack the conda archive, run its
+    relocation script and score with the packed 3.10 interpreter: the predictions are
+    ``envbuild predict --kind conda``'s, and the probe names the unpacked interpreter."""
+    import pandas as pd
+
+    import envbuild.spark
+
+    split = EXAMPLE["dataframe_split"]
+    rows = pd.DataFrame(split["data"] * 50, columns=split["columns"]).astype("float64")
+    df = spark.createDataFrame(rows.assign(id=range(len(rows)))).repartition(3)
+    scored = envbuild.spark.score(df, model, archive=packed["archive"], result_type="double")
+    result = scored.toPandas().sort_values("id")
+    assert result["prediction"].tolist() == expected * 50
+    batches = envbuild.spark.probe(df, model, archive=packed["archive"])
+    assert batches and all(b["python_version"] == "3.10.13" for b in batches)
+    from pyspark import SparkFiles
+
+    unpacked = SparkFiles.getRootDirectory()  # local mode: where executors unpack --archives
+    for info in batches:
+        assert info["executable"].startswith(unpacked + "/"), info
+        assert info["executable"].endswith("/bin/python3.10"), info
+        assert info["prefix"] == info["executable"].rsplit("/bin/", 1)[0]
+        assert info["worker_python"] != info["executable"]
