@@ -179,6 +179,20 @@ def iris():
     return load_iris(return_X_y=True, as_frame=True)
 
 
+def mlflow_predictions(uri: str, url: str, data=None) -> list:
+    """MLflow's own predictions for ``uri`` (default: on all of iris): its loader downloads the
+    model itself, into a temporary folder removed here (left to itself, MLflow leaves one in
+    /tmp per call)."""
+    import tempfile
+
+    import mlflow.pyfunc
+
+    if data is None:
+        data, _ = iris()
+    with tracking_to(url), tempfile.TemporaryDirectory(prefix="mlflow-oracle-") as folder:
+        return mlflow.pyfunc.load_model(uri, dst_path=folder).predict(data).tolist()
+
+
 def log_iris(c: float, registered_name: str | None = None, name: str = "model") -> Logged:
     """Log (and optionally register) a LogisticRegression with MLflow's own client."""
     import mlflow

@@ -29,6 +29,7 @@ from tests.integration.mlflow_server import (
     Registry,
     iris,
     log_iris,
+    mlflow_predictions,
     start_server,
     tracking_to,
 )
@@ -48,14 +49,6 @@ def predictions(folder: Path) -> list:
 
     x, _ = iris()
     return mlflow.pyfunc.load_model(str(folder)).predict(x).tolist()
-
-
-def mlflow_predictions(uri: str, url: str) -> list:
-    import mlflow.pyfunc
-
-    x, _ = iris()
-    with tracking_to(url):
-        return mlflow.pyfunc.load_model(uri).predict(x).tolist()
 
 
 def server_artifacts(server: MlflowServer, model_id: str) -> Path:

@@ -32,6 +32,7 @@ from tests.integration.mlflow_server import (
     Registry,
     free_port,
     iris,
+    mlflow_predictions,
     tracking_to,
 )
 
@@ -61,16 +62,6 @@ def predict_json(uri: str, url: str, data: Path) -> dict:
     code, result = cli_json("predict", uri, "-i", str(data), url=url)
     assert code == 0, result
     return result
-
-
-def mlflow_predictions(uri: str, url: str, data=None) -> list:
-    """MLflow's own: ``mlflow.pyfunc.load_model(uri).predict`` (default: on all of iris)."""
-    import mlflow.pyfunc
-
-    if data is None:
-        data, _ = iris()
-    with tracking_to(url):
-        return mlflow.pyfunc.load_model(uri).predict(data).tolist()
 
 
 def digests(folder: Path) -> dict[str, str]:
